@@ -1,0 +1,274 @@
+"""Ingestion as four plain steps: discover -> plan -> extract -> assemble.
+
+`ingest()` runs them in order; `flows/` calls the same steps as Prefect tasks. Only `extract`
+is expensive, and it only sees files whose content the cache has not seen before.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.cache import EXTRACTOR_VERSION, ExtractionCache, cache_key
+from pipeline.config import IngestConfig
+from pipeline.discover import discover
+from pipeline.jobs import ExtractJob, run_job
+from pipeline.manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    SPLITS,
+    dataset_digest,
+    tokenizer_info,
+    write_manifest,
+)
+from pipeline.ocr import check_languages
+from pipeline.records import FileRecord, Kind, Status
+from pipeline.shards import ShardWriter, commit
+from pipeline.sniff import SNIFF_BYTES, sniff
+from pipeline.workers import WorkerPool
+
+Progress = Callable[[str, int, int], None]
+EMPTY_REASONS = {
+    Kind.PDF: "no text layer, and OCR of its pages found no text",
+    Kind.IMAGE: "OCR found no text",
+}
+
+
+class IngestError(RuntimeError):
+    pass
+
+
+@dataclass
+class Plan:
+    """One record per discovered file, and the extraction jobs the cache cannot answer."""
+
+    cfg: IngestConfig
+    records: list[FileRecord]
+    pruned: list[dict[str, str]]
+    jobs: list[tuple[int, ExtractJob]] = field(default_factory=list)
+
+
+def ingest(cfg: IngestConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the whole ingestion; returns the manifest it wrote."""
+    check_languages(cfg.ocr_lang)
+    with locked(cfg.out):
+        work = plan(cfg)
+        if work.jobs:
+            with WorkerPool(
+                run_job, min(cfg.workers, len(work.jobs)), cfg.file_timeout_s, failed_job
+            ) as pool:
+                extract(work, work.jobs, pool, progress)
+        return assemble(work)
+
+
+def cache_for(cfg: IngestConfig) -> ExtractionCache:
+    return ExtractionCache(cfg.out / "cache")
+
+
+@contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """One ingest per output directory at a time; a killed holder releases it with its life."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise IngestError(f"another ingest is writing to {out}") from exc
+        for stale in [*out.glob("shards/.*.tmp"), *out.glob("cache/*/.*.tmp"), *out.glob(".*.tmp")]:
+            stale.unlink(missing_ok=True)
+        yield
+
+
+def plan(cfg: IngestConfig) -> Plan:
+    """Discover, hash and classify every file; answer what the cache already knows."""
+    found = discover(cfg)
+    cache = cache_for(cfg)
+    work = Plan(cfg=cfg, records=[], pruned=found.pruned)
+    first_path: dict[str, str] = {}
+    for f in found.files:
+        record = FileRecord(path=f.path, relpath=f.relpath, root=f.root, size=f.size)
+        work.records.append(record)
+        if f.error_reason or f.skip_reason:
+            _set(
+                record,
+                Status.ERROR if f.error_reason else Status.SKIPPED,
+                f.error_reason or f.skip_reason,
+            )
+            continue
+        try:
+            record.sha256, head = _hash(Path(f.path))
+        except OSError as exc:
+            _set(record, Status.ERROR, f"cannot read: {exc.strerror or exc}")
+            continue
+        verdict = sniff(f.relpath, head)
+        record.kind = verdict.kind
+        if verdict.skip_reason:
+            _set(record, Status.SKIPPED, verdict.skip_reason)
+        elif record.sha256 in first_path:
+            _set(record, Status.DUPLICATE, f"same bytes as {first_path[record.sha256]}")
+            record.duplicate_of = first_path[record.sha256]
+        elif f.size == 0:
+            _set(record, Status.EMPTY, "empty file (0 bytes)")
+        else:
+            first_path[record.sha256] = f.path
+            key = cache_key(record.sha256, record.kind, cfg.extraction_key())
+            meta = cache.read_meta(key)
+            if meta is not None:
+                apply_result(record, {"status": Status.OK, **meta})
+            else:
+                work.jobs.append((len(work.records) - 1, _job(cfg, record, key, cache)))
+    return work
+
+
+def extract(
+    work: Plan,
+    jobs: Sequence[tuple[int, ExtractJob]],
+    pool: WorkerPool,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Run `jobs` (a batch of the plan's) in the pool and fill in their records."""
+    done = 0
+
+    def tick(_: dict) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress("extract", done, len(jobs))
+
+    results = pool.map([job for _, job in jobs], on_done=tick)
+    for (index, _), result in zip(jobs, results, strict=True):
+        apply_result(work.records[index], result)
+    return results
+
+
+def failed_job(job: ExtractJob, reason: str) -> dict:
+    return {"status": Status.ERROR, "reason": reason}
+
+
+def apply_result(record: FileRecord, result: dict) -> None:
+    record.status, record.reason = result["status"], result.get("reason")
+    for name in ("extractor", "pages", "ocr_pages", "chars", "tokens", "doc_sha256"):
+        if name in result:
+            setattr(record, name, result[name])
+    record.warnings = list(result.get("warnings", []))
+    if record.status == Status.OK and record.tokens == 0:
+        _set(record, Status.EMPTY, EMPTY_REASONS.get(record.kind, "no text after decoding"))
+
+
+def assemble(work: Plan) -> dict[str, Any]:
+    """Deduplicate by text, split by content hash, write shards, then the manifest."""
+    cfg, cache = work.cfg, cache_for(work.cfg)
+    _dedupe_text(work.records)
+    shard_dir = cfg.out / "shards"
+    writers = {split: ShardWriter(shard_dir, split, cfg.shard_tokens) for split in SPLITS}
+    for record in work.records:
+        if record.status != Status.OK:
+            continue
+        entry = cache.get(cache_key(record.sha256, record.kind, cfg.extraction_key()))
+        if entry is None:
+            raise IngestError(f"cache entry for {record.path} vanished during ingest")
+        record.split = split_of(record.doc_sha256, cfg.val_fraction)
+        record.shard, record.offset = writers[record.split].add(entry.tokens)
+        record.shard = f"shards/{record.shard}"
+    shards = {split: writers[split].close() for split in SPLITS}
+    manifest_path = cfg.out / MANIFEST_NAME
+    for split in SPLITS:
+        commit(shard_dir, shards[split], lambda: manifest_path.unlink(missing_ok=True))
+    manifest = _manifest(work, shards)
+    write_manifest(cfg.out, manifest)
+    listed = {s["file"] for split in SPLITS for s in manifest["splits"][split]["shards"]}
+    for old in shard_dir.glob("*.bin"):
+        if f"shards/{old.name}" not in listed:
+            old.unlink()
+    return manifest
+
+
+def split_of(doc_sha256: str, val_fraction: float) -> str:
+    """A pure function of the document's content: adding files never moves old documents."""
+    return "val" if int(doc_sha256[:16], 16) < val_fraction * 2**64 else "train"
+
+
+def _dedupe_text(records: list[FileRecord]) -> None:
+    first: dict[str, str] = {}
+    for record in records:
+        if record.status != Status.OK:
+            continue
+        if record.doc_sha256 in first:
+            _set(record, Status.DUPLICATE, f"same text as {first[record.doc_sha256]}")
+            record.duplicate_of = first[record.doc_sha256]
+        else:
+            first[record.doc_sha256] = record.path
+
+
+def _manifest(work: Plan, shards: dict[str, list]) -> dict[str, Any]:
+    cfg = work.cfg
+    splits = {
+        split: {
+            "documents": sum(r.split == split for r in work.records),
+            "tokens": sum(s.tokens for s in shards[split]),
+            "shards": [
+                {"file": f"shards/{s.file}", "tokens": s.tokens, "sha256": s.sha256}
+                for s in shards[split]
+            ],
+        }
+        for split in SPLITS
+    }
+    return {
+        "format": MANIFEST_FORMAT,
+        "tokenizer": tokenizer_info(),
+        "dataset_digest": dataset_digest(splits),
+        "splits": splits,
+        "counts": {
+            "files": len(work.records),
+            "by_status": dict(sorted(Counter(r.status for r in work.records).items())),
+            "by_kind": dict(sorted(Counter(r.kind for r in work.records).items())),
+            "ocr_pages": sum(r.ocr_pages for r in work.records if r.status == Status.OK),
+        },
+        "settings": {
+            "sources": [str(s) for s in cfg.sources],
+            "val_fraction": cfg.val_fraction,
+            "ocr_lang": cfg.ocr_lang,
+            "ocr_dpi": cfg.ocr_dpi,
+            "shard_tokens": cfg.shard_tokens,
+            "include": list(cfg.include),
+            "exclude": list(cfg.excludes),
+            "include_hidden": cfg.include_hidden,
+            "extractor_version": EXTRACTOR_VERSION,
+        },
+        "pruned": work.pruned,
+        "files": [r.to_json() for r in work.records],
+    }
+
+
+def _set(record: FileRecord, status: Status, reason: str | None) -> None:
+    record.status, record.reason = status, reason
+
+
+def _hash(path: Path) -> tuple[str, bytes]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+        digest.update(head)
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest(), head
+
+
+def _job(cfg: IngestConfig, record: FileRecord, key: str, cache: ExtractionCache) -> ExtractJob:
+    return ExtractJob(
+        path=record.path,
+        kind=record.kind,
+        key=key,
+        cache_dir=str(cache.root),
+        ocr_lang=cfg.ocr_lang,
+        ocr_dpi=cfg.ocr_dpi,
+        ocr_timeout_s=cfg.ocr_timeout_s,
+        max_image_pixels=cfg.max_image_pixels,
+        pdf_passwords=cfg.pdf_passwords,
+    )

@@ -1,0 +1,73 @@
+"""What one extraction process does with one file: read, extract, tokenize, cache.
+
+Runs inside the worker pool, so everything it returns is a small picklable dict; the text
+and tokens go straight to the cache instead of through a pipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cache import ExtractionCache
+from pipeline.extract_image import extract_image
+from pipeline.extract_pdf import extract_pdf
+from pipeline.extract_text import extract_notebook, extract_plain
+from pipeline.records import Extraction, ExtractionError, Kind, Status
+from pipeline.tokenizer import encode
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    path: str
+    kind: str
+    key: str
+    cache_dir: str
+    ocr_lang: str
+    ocr_dpi: int
+    ocr_timeout_s: float
+    max_image_pixels: int
+    pdf_passwords: tuple[str, ...] = ()
+
+
+def run_job(job: ExtractJob) -> dict:
+    """Extract one file into the cache; returns its status, reason and metadata."""
+    try:
+        data = Path(job.path).read_bytes()
+    except OSError as exc:
+        return failed(job, f"cannot read: {exc.strerror or exc}")
+    if hashlib.sha256(data).hexdigest() != job.key.split("-")[0]:
+        return failed(job, "file changed while being ingested; run again")
+    try:
+        extraction = extract(data, job)
+    except ExtractionError as exc:
+        return failed(job, str(exc))
+    tokens = np.asarray(encode(extraction.text), dtype="<u2")
+    meta = {
+        "extractor": extraction.extractor,
+        "pages": extraction.pages,
+        "ocr_pages": extraction.ocr_pages,
+        "warnings": extraction.warnings,
+        "chars": len(extraction.text),
+        "tokens": int(tokens.size),
+        "doc_sha256": hashlib.sha256(extraction.text.encode("utf-8")).hexdigest(),
+    }
+    ExtractionCache(Path(job.cache_dir)).put(job.key, meta, extraction.text, tokens)
+    return {"status": Status.OK, "reason": None, **meta}
+
+
+def failed(job: ExtractJob, reason: str) -> dict:
+    return {"status": Status.ERROR, "reason": reason}
+
+
+def extract(data: bytes, job: ExtractJob) -> Extraction:
+    if job.kind == Kind.PDF:
+        return extract_pdf(data, job.pdf_passwords, job.ocr_lang, job.ocr_dpi, job.ocr_timeout_s)
+    if job.kind == Kind.IMAGE:
+        return extract_image(data, job.ocr_lang, job.ocr_timeout_s, job.max_image_pixels)
+    if job.kind == Kind.NOTEBOOK:
+        return extract_notebook(data)
+    return extract_plain(data)

@@ -1,0 +1,59 @@
+"""`manifest.json`: what a dataset directory holds and where every input file went.
+
+It is written last and atomically: its presence means the shards it lists are complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.tokenizer import EOT_TOKEN, TOKENIZER_NAME, VOCAB_SIZE
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "gptforge.manifest/1"
+SPLITS = ("train", "val")
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def tokenizer_info() -> dict[str, Any]:
+    return {"name": TOKENIZER_NAME, "vocab_size": VOCAB_SIZE, "eot_token": EOT_TOKEN}
+
+
+def dataset_digest(splits: dict[str, dict[str, Any]]) -> str:
+    """A name for exactly these tokens: same shards, same digest, whatever the file paths."""
+    digest = hashlib.sha256(json.dumps(tokenizer_info(), sort_keys=True).encode())
+    for split in SPLITS:
+        for shard in splits[split]["shards"]:
+            digest.update(f"{split}:{shard['sha256']}:{shard['tokens']}".encode())
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
+    final = Path(directory) / MANIFEST_NAME
+    tmp = final.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, final)
+    return final
+
+
+def load_manifest(directory: Path) -> dict[str, Any]:
+    """Read and sanity-check a dataset's manifest; errors say what is wrong and where."""
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{directory}: no {MANIFEST_NAME}; run `gptforge ingest` first")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: unreadable ({exc})") from exc
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ManifestError(f"{path}: format {manifest.get('format')!r}, need {MANIFEST_FORMAT}")
+    if manifest.get("tokenizer") != tokenizer_info():
+        raise ManifestError(f"{path}: tokenizer {manifest.get('tokenizer')} is not GPT-2's")
+    return manifest

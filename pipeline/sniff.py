@@ -1,0 +1,253 @@
+"""Decide what a file is from its first bytes first and its name second.
+
+Names lie (a `.pdf` that is an HTML error page, a `.py` full of NUL bytes); magic bytes
+rarely do. The verdict is a Kind plus, for files we will not read, the reason why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from pipeline.records import Kind
+
+SNIFF_BYTES = 8192
+
+IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"BM", "bmp"),
+)
+
+BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip archive"),
+    (b"PK\x03\x04", "zip archive (also docx/xlsx/jar)"),
+    (b"PK\x05\x06", "empty zip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "7-zip archive"),
+    (b"Rar!\x1a\x07", "rar archive"),
+    (b"BZh", "bzip2 archive"),
+    (b"\xfd7zXZ\x00", "xz archive"),
+    (b"\x28\xb5\x2f\xfd", "zstd archive"),
+    (b"\x7fELF", "ELF executable"),
+    (b"MZ", "Windows executable"),
+    (b"\xca\xfe\xba\xbe", "Mach-O or Java class"),
+    (b"\xcf\xfa\xed\xfe", "Mach-O executable"),
+    (b"SQLite format 3\x00", "SQLite database"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "legacy Office document (OLE)"),
+    (b"OggS", "Ogg media"),
+    (b"ID3", "MP3 audio"),
+    (b"fLaC", "FLAC audio"),
+    (b"\x00asm", "WebAssembly module"),
+    (b"PAR1", "Parquet file"),
+    (b"\x93NUMPY", "NumPy array"),
+)
+
+TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+
+CODE_EXTENSIONS = frozenset(
+    [
+        ".py",
+        ".pyi",
+        ".pyx",
+        ".c",
+        ".h",
+        ".cc",
+        ".cpp",
+        ".cxx",
+        ".hpp",
+        ".hh",
+        ".cu",
+        ".cuh",
+        ".m",
+        ".mm",
+        ".java",
+        ".kt",
+        ".kts",
+        ".scala",
+        ".groovy",
+        ".go",
+        ".rs",
+        ".swift",
+        ".js",
+        ".mjs",
+        ".cjs",
+        ".jsx",
+        ".ts",
+        ".tsx",
+        ".vue",
+        ".svelte",
+        ".rb",
+        ".php",
+        ".pl",
+        ".pm",
+        ".lua",
+        ".r",
+        ".jl",
+        ".sh",
+        ".bash",
+        ".zsh",
+        ".fish",
+        ".ps1",
+        ".bat",
+        ".cmd",
+        ".sql",
+        ".hs",
+        ".ml",
+        ".mli",
+        ".fs",
+        ".fsx",
+        ".ex",
+        ".exs",
+        ".erl",
+        ".clj",
+        ".cljs",
+        ".dart",
+        ".zig",
+        ".nim",
+        ".v",
+        ".sv",
+        ".vhd",
+        ".asm",
+        ".s",
+        ".cs",
+        ".vb",
+        ".f",
+        ".f90",
+        ".cmake",
+        ".mk",
+        ".gradle",
+        ".tf",
+        ".proto",
+        ".thrift",
+        ".graphql",
+        ".css",
+        ".scss",
+        ".sass",
+        ".less",
+        ".html",
+        ".htm",
+        ".xml",
+        ".xsl",
+        ".json",
+        ".jsonc",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".ini",
+        ".cfg",
+        ".conf",
+        ".properties",
+        ".dockerfile",
+        ".nix",
+        ".el",
+        ".vim",
+        ".tex",
+        ".sty",
+        ".bib",
+    ]
+)
+CODE_NAMES = frozenset(
+    [
+        "Makefile",
+        "GNUmakefile",
+        "makefile",
+        "Dockerfile",
+        "Containerfile",
+        "CMakeLists.txt",
+        "Rakefile",
+        "Gemfile",
+        "Jenkinsfile",
+        "Vagrantfile",
+        "Justfile",
+        "justfile",
+        "BUILD",
+        "WORKSPACE",
+        "Procfile",
+        "Snakefile",
+    ]
+)
+IMAGE_EXTENSIONS = frozenset(
+    [".png", ".jpg", ".jpeg", ".jpe", ".gif", ".tif", ".tiff", ".bmp", ".webp"]
+)
+CLAIMED_FORMATS = {".pdf": "PDF", **{ext: "image" for ext in IMAGE_EXTENSIONS}}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Kind
+    detail: str = ""
+    skip_reason: str | None = None
+
+
+def sniff(name: str, head: bytes) -> Verdict:
+    """Classify a file by its name and its first SNIFF_BYTES bytes."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if b"%PDF-" in head[:1024]:
+        return Verdict(Kind.PDF, "pdf")
+    image = _image_format(head)
+    if image:
+        return Verdict(Kind.IMAGE, image)
+    for magic, what in BINARY_MAGIC:
+        if head.startswith(magic):
+            return Verdict(Kind.BINARY, skip_reason=f"binary content: {what}")
+    if not head:
+        return Verdict(_text_kind(name), "empty")
+    if suffix in CLAIMED_FORMATS:
+        what = "HTML" if _looks_like_html(head) else "text" if _is_text(head) else "unknown bytes"
+        return Verdict(
+            Kind.UNKNOWN,
+            skip_reason=f"named {suffix} but the content is {what}, not {CLAIMED_FORMATS[suffix]}"
+            + (" (likely a failed download)" if what == "HTML" else ""),
+        )
+    if not _is_text(head):
+        return Verdict(Kind.BINARY, skip_reason="binary content (NUL or control bytes)")
+    if suffix == ".ipynb":
+        return Verdict(Kind.NOTEBOOK, "ipynb")
+    return Verdict(_text_kind(name), suffix.lstrip(".") or "plain")
+
+
+def _image_format(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    for magic, fmt in IMAGE_MAGIC:
+        if head.startswith(magic):
+            return fmt
+    return None
+
+
+def _text_kind(name: str) -> Kind:
+    path = PurePosixPath(name)
+    if path.name in CODE_NAMES or path.suffix.lower() in CODE_EXTENSIONS:
+        return Kind.CODE
+    if path.name.startswith(("Dockerfile.", "Makefile.")):
+        return Kind.CODE
+    return Kind.TEXT
+
+
+def _looks_like_html(head: bytes) -> bool:
+    start = head[:512].lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in start
+
+
+def _is_text(head: bytes) -> bool:
+    """Text unless NULs or many control bytes appear; UTF-16/32 (with or without BOM) is text."""
+    if head.startswith(TEXT_BOMS) or head.startswith((b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00")):
+        return True
+    if b"\x00" in head:
+        return _looks_like_utf16(head)
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27))
+    return controls <= len(head) * 0.01
+
+
+def _looks_like_utf16(head: bytes) -> bool:
+    """BOM-less UTF-16 of mostly-ASCII text: NULs sit in every other byte, nowhere else."""
+    sample = head[: len(head) - len(head) % 2]
+    if len(sample) < 8:
+        return False
+    even_nuls = sample[0::2].count(0) / (len(sample) // 2)
+    odd_nuls = sample[1::2].count(0) / (len(sample) // 2)
+    return (even_nuls > 0.7 and odd_nuls < 0.05) or (odd_nuls > 0.7 and even_nuls < 0.05)

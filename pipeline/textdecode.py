@@ -1,0 +1,112 @@
+"""Bytes -> str for text and code: BOMs, PEP 263 cookies, UTF-8, then a charset detector.
+
+Bad bytes never fail a file: they become U+FFFD and a warning on the file's record.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import unicodedata
+
+from charset_normalizer import from_bytes
+
+BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+CODING_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
+DETECT_BYTES = 256 * 1024
+MOSTLY_UTF8 = 0.99
+CP1252_TIE = 0.1
+CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+
+
+def decode_text(data: bytes, warnings: list[str]) -> tuple[str, str]:
+    """Decode and normalise (newlines to \\n, NFC, no stray control characters).
+
+    Returns (text, encoding); problems are appended to `warnings`.
+    """
+    encoding, body = _choose_encoding(data)
+    text = body.decode(encoding, errors="replace")
+    bad = text.count("\ufffd") - body.decode(encoding, errors="ignore").count("\ufffd")
+    if bad:
+        warnings.append(f"{bad} invalid byte sequence(s) for {encoding} replaced with U+FFFD")
+    return normalize_text(text), encoding
+
+
+def normalize_text(text: str, form: str = "NFC") -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = CONTROL_CHARS.sub("", text)
+    return unicodedata.normalize(form, text)
+
+
+def _choose_encoding(data: bytes) -> tuple[str, bytes]:
+    for bom, name in BOMS:
+        if data.startswith(bom):
+            return name, data[len(bom) :]
+    utf16 = _bomless_utf16(data)
+    if utf16:
+        return utf16, data
+    cookie = _pep263_cookie(data)
+    if cookie:
+        return cookie, data
+    try:
+        data.decode("utf-8")
+        return "utf-8", data
+    except UnicodeDecodeError:
+        pass
+    if _mostly_utf8(data):
+        return "utf-8", data
+    return _detect_legacy(data[:DETECT_BYTES]), data
+
+
+def _detect_legacy(sample: bytes) -> str:
+    """The detector's best guess, except that Windows-1252 wins near-ties.
+
+    Short Western text fits several Latin code pages equally well; cp1252 (a superset of
+    Latin-1's printable range) is by far the most common of them.
+    """
+    results = list(from_bytes(sample))
+    if not results:
+        return "utf-8"
+    best = min(results, key=lambda m: m.chaos)
+    for match in results:
+        if match.encoding == "cp1252" and match.chaos <= best.chaos + CP1252_TIE:
+            return "cp1252"
+    return codecs.lookup(best.encoding).name
+
+
+def _pep263_cookie(data: bytes) -> str | None:
+    for line in data.split(b"\n", 2)[:2]:
+        match = CODING_COOKIE.match(line)
+        if match:
+            try:
+                return codecs.lookup(match.group(1).decode("ascii")).name
+            except (LookupError, UnicodeDecodeError):
+                return None
+    return None
+
+
+def _bomless_utf16(data: bytes) -> str | None:
+    sample = data[:4096]
+    sample = sample[: len(sample) - len(sample) % 2]
+    if len(sample) < 8 or b"\x00" not in sample:
+        return None
+    half = len(sample) // 2
+    if sample[1::2].count(0) / half > 0.7 and sample[0::2].count(0) / half < 0.05:
+        return "utf-16-le"
+    if sample[0::2].count(0) / half > 0.7 and sample[1::2].count(0) / half < 0.05:
+        return "utf-16-be"
+    return None
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """Valid UTF-8 with a few corrupt bytes is UTF-8 with damage, not Latin-1."""
+    decoded = data.decode("utf-8", errors="replace")
+    bad = decoded.count("\ufffd")
+    multibyte = sum(1 for ch in decoded if ord(ch) > 127 and ch != "\ufffd")
+    return multibyte > bad and 1 - bad / max(len(decoded), 1) >= MOSTLY_UTF8
