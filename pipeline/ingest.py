@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.cache import EXTRACTOR_VERSION, ExtractionCache, cache_key
 from pipeline.config import IngestConfig
 from pipeline.discover import discover
-from pipeline.jobs import ExtractJob, run_job
+from pipeline.jobs import ExtractJob, failed, run_job
 from pipeline.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -60,11 +60,15 @@ def ingest(cfg: IngestConfig, progress: Progress | None = None) -> dict[str, Any
     with locked(cfg.out):
         work = plan(cfg)
         if work.jobs:
-            with WorkerPool(
-                run_job, min(cfg.workers, len(work.jobs)), cfg.file_timeout_s, failed_job
-            ) as pool:
-                extract(work, work.jobs, pool, progress)
+            with open_pool(cfg, len(work.jobs)) as pool:
+                indices, jobs = zip(*work.jobs, strict=True)
+                apply_results(work, indices, extract(jobs, pool, progress))
         return assemble(work)
+
+
+def open_pool(cfg: IngestConfig, jobs: int) -> WorkerPool:
+    """Extraction processes: no more than there are jobs, each killed at `file_timeout_s`."""
+    return WorkerPool(run_job, max(1, min(cfg.workers, jobs)), cfg.file_timeout_s, failed)
 
 
 def cache_for(cfg: IngestConfig) -> ExtractionCache:
@@ -127,12 +131,9 @@ def plan(cfg: IngestConfig) -> Plan:
 
 
 def extract(
-    work: Plan,
-    jobs: Sequence[tuple[int, ExtractJob]],
-    pool: WorkerPool,
-    progress: Progress | None = None,
+    jobs: Sequence[ExtractJob], pool: WorkerPool, progress: Progress | None = None
 ) -> list[dict]:
-    """Run `jobs` (a batch of the plan's) in the pool and fill in their records."""
+    """Extract a batch of the plan's jobs into the cache; one result dict per job, in order."""
     done = 0
 
     def tick(_: dict) -> None:
@@ -141,14 +142,12 @@ def extract(
         if progress:
             progress("extract", done, len(jobs))
 
-    results = pool.map([job for _, job in jobs], on_done=tick)
-    for (index, _), result in zip(jobs, results, strict=True):
+    return pool.map(jobs, on_done=tick)
+
+
+def apply_results(work: Plan, indices: Sequence[int], results: Sequence[dict]) -> None:
+    for index, result in zip(indices, results, strict=True):
         apply_result(work.records[index], result)
-    return results
-
-
-def failed_job(job: ExtractJob, reason: str) -> dict:
-    return {"status": Status.ERROR, "reason": reason}
 
 
 def apply_result(record: FileRecord, result: dict) -> None:

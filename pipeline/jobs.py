@@ -60,6 +60,7 @@ def run_job(job: ExtractJob) -> dict:
 
 
 def failed(job: ExtractJob, reason: str) -> dict:
+    """The result of a job that produced nothing (also stands in for killed or crashed ones)."""
     return {"status": Status.ERROR, "reason": reason}
 
 

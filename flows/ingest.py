@@ -1,0 +1,178 @@
+"""The `ingest` flow: pipeline steps as Prefect tasks, files extracted in batches, the run
+summarised as a Prefect artifact and recorded in MLflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
+from pydantic import SecretStr
+
+from flows.progress import report
+from flows.summary import summary_markdown
+from flows.tracking import DEFAULT_EXPERIMENT, log_dataset, stage_run
+from pipeline.config import IngestConfig
+from pipeline.ingest import Plan, apply_results, assemble, extract, locked, open_pool, plan
+from pipeline.jobs import ExtractJob
+from pipeline.manifest import MANIFEST_NAME
+from pipeline.ocr import check_languages
+from pipeline.workers import WorkerPool
+
+DEFAULT_BATCH_FILES = 64
+
+
+@task(name="plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def plan_task(cfg: IngestConfig) -> Plan:
+    """Discover, hash and classify; cached files need no extraction."""
+    return plan(cfg)
+
+
+@task(name="extract-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def extract_batch(jobs: list[ExtractJob], pool: WorkerPool) -> list[dict]:
+    """One batch of files through the shared extraction processes."""
+    return extract(jobs, pool)
+
+
+@task(name="assemble", cache_policy=NO_CACHE, retries=1)
+def assemble_task(work: Plan) -> dict[str, Any]:
+    """Deduplicate, split, write shards and the manifest."""
+    return assemble(work)
+
+
+@task(name="record-in-mlflow", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def record_ingest(cfg: IngestConfig, manifest: dict[str, Any], experiment: str) -> str:
+    """An MLflow run for this ingest: settings, counts, the manifest and the dataset digest."""
+    with stage_run("ingest", experiment, run_name=f"ingest-{cfg.out.name}") as run_id:
+        mlflow.log_params(
+            {
+                "sources": ",".join(str(s) for s in cfg.sources)[:5000],
+                "out": str(cfg.out),
+                "val_fraction": cfg.val_fraction,
+                "ocr_lang": cfg.ocr_lang,
+                "ocr_dpi": cfg.ocr_dpi,
+                "workers": cfg.workers,
+                "include": ",".join(cfg.include),
+                "exclude": ",".join(cfg.exclude),
+                "include_hidden": cfg.include_hidden,
+                "shard_tokens": cfg.shard_tokens,
+            }
+        )
+        counts, splits = manifest["counts"], manifest["splits"]
+        metrics = {f"files_{status}": n for status, n in counts["by_status"].items()}
+        metrics |= {f"files_kind_{kind}": n for kind, n in counts["by_kind"].items()}
+        metrics |= {f"{split}_tokens": info["tokens"] for split, info in splits.items()}
+        metrics |= {f"{split}_documents": info["documents"] for split, info in splits.items()}
+        metrics |= {"files": counts["files"], "ocr_pages": counts["ocr_pages"]}
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(cfg.out / MANIFEST_NAME))
+        log_dataset(cfg.out, manifest["dataset_digest"], context="ingest")
+    return run_id
+
+
+@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def ingest_flow(
+    sources: list[str],
+    out: str,
+    val_fraction: float = 0.05,
+    ocr_lang: str = "eng",
+    workers: int | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    include_hidden: bool = False,
+    pdf_passwords: list[SecretStr] | None = None,
+    batch_files: int = DEFAULT_BATCH_FILES,
+    experiment: str = DEFAULT_EXPERIMENT,
+) -> dict[str, Any]:
+    """Turn folders of documents into GPT-2 token shards and a manifest.
+
+    Args:
+        sources: files or directories to read (recursively).
+        out: dataset directory: shards/, manifest.json and the extraction cache.
+        val_fraction: share of documents (chosen by content hash) held out for validation.
+        ocr_lang: tesseract language(s), e.g. "eng" or "eng+deu".
+        workers: extraction processes (default: every core).
+        include: globs a file must match to be read (default: everything).
+        exclude: extra globs to leave out, on top of .git, virtualenvs and build output.
+        include_hidden: also read dot-files and dot-directories.
+        pdf_passwords: passwords to try on encrypted PDFs.
+        batch_files: files per extraction task.
+        experiment: MLflow experiment.
+    """
+    cfg = ingest_config(
+        sources=sources,
+        out=out,
+        val_fraction=val_fraction,
+        ocr_lang=ocr_lang,
+        workers=workers,
+        include=include,
+        exclude=exclude,
+        include_hidden=include_hidden,
+        pdf_passwords=[p.get_secret_value() for p in pdf_passwords or []],
+    )
+    if batch_files < 1:
+        raise ValueError(f"batch_files: must be >= 1, got {batch_files}")
+    logger = get_run_logger()
+    check_languages(cfg.ocr_lang)
+    with locked(cfg.out):
+        work = plan_task(cfg)
+        logger.info(
+            "%d files found, %d need extraction, the rest are cached or not readable",
+            len(work.records),
+            len(work.jobs),
+        )
+        if work.jobs:
+            _extract_all(work, cfg, batch_files)
+        manifest = assemble_task(quote(work))
+    manifest_path = str(cfg.out / MANIFEST_NAME)
+    create_markdown_artifact(
+        summary_markdown(manifest, manifest_path),
+        key="ingest-summary",
+        description=f"Ingest of {', '.join(map(str, cfg.sources))}",
+    )
+    run_id = record_ingest(cfg, quote(manifest), experiment)
+    logger.info("MLflow run %s, dataset digest %s", run_id, manifest["dataset_digest"])
+    return {
+        "manifest": manifest_path,
+        "dataset_digest": manifest["dataset_digest"],
+        "mlflow_run_id": run_id,
+        "counts": manifest["counts"],
+        "tokens": {split: info["tokens"] for split, info in manifest["splits"].items()},
+    }
+
+
+def ingest_config(**settings: Any) -> IngestConfig:
+    """Build the validated config from flow/CLI settings, dropping unset optional ones."""
+    settings["sources"] = tuple(settings["sources"])
+    for name in ("include", "exclude", "pdf_passwords"):
+        settings[name] = tuple(settings.get(name) or ())
+    if settings.get("workers") is None:
+        settings.pop("workers", None)
+    return IngestConfig(**settings)
+
+
+def _extract_all(work: Plan, cfg: IngestConfig, batch_files: int) -> None:
+    logger = get_run_logger()
+    indices, jobs = zip(*work.jobs, strict=True)
+    batches = [
+        (list(indices[i : i + batch_files]), list(jobs[i : i + batch_files]))
+        for i in range(0, len(jobs), batch_files)
+    ]
+    done = 0
+    report("extract", done, len(jobs))
+    with open_pool(cfg, len(jobs)) as pool:
+        futures = {
+            extract_batch.submit(quote(batch), quote(pool)): batch_indices
+            for batch_indices, batch in batches
+        }
+        for future in as_completed(list(futures)):
+            results = future.result()
+            apply_results(work, futures[future], results)
+            done += len(results)
+            report("extract", done, len(jobs))
+            logger.info("extracted %d/%d files", done, len(jobs))

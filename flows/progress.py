@@ -1,0 +1,21 @@
+"""A process-wide progress sink: the CLI installs a progress bar, flows report into it.
+
+Flow parameters must be plain data (they become a form in the Prefect UI), so a callback
+cannot be one; tasks running in this process report here instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+_sink: Callable[[str, int, int], None] | None = None
+
+
+def set_progress_sink(sink: Callable[[str, int, int], None] | None) -> None:
+    global _sink
+    _sink = sink
+
+
+def report(stage: str, done: int, total: int) -> None:
+    if _sink is not None:
+        _sink(stage, done, total)

@@ -1,0 +1,47 @@
+"""MLflow runs for every stage: one experiment per project, runs tagged with their stage."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+
+from flows.home import apply_quiet_env, mlflow_artifact_root, mlflow_uri
+
+DEFAULT_EXPERIMENT = "gptforge"
+STAGE_TAG = "gptforge.stage"
+DIGEST_TAG = "gptforge.dataset_digest"
+
+
+def use_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
+    """Point MLflow at our store and make sure the experiment exists; returns its id."""
+    apply_quiet_env()
+    mlflow.set_tracking_uri(mlflow_uri())
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow.create_experiment(name, artifact_location=mlflow_artifact_root(name))
+    return experiment.experiment_id
+
+
+@contextmanager
+def stage_run(stage: str, experiment: str, run_name: str | None = None) -> Iterator[str]:
+    """An MLflow run tagged with its stage; yields the run id."""
+    experiment_id = use_experiment(experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.set_tag(STAGE_TAG, stage)
+        yield run.info.run_id
+
+
+def log_dataset(data_dir: Path, digest: str, context: str) -> None:
+    """Record the token dataset as the run's input; training runs log the same one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str(Path(data_dir).resolve()))
+    dataset = MetaDataset(source=source, name=Path(data_dir).name, digest=digest[:32])
+    mlflow.log_input(dataset, context=context)
+    mlflow.set_tag(DIGEST_TAG, digest)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything gptforge needs into ./.venv (idempotent; a second run takes seconds).
+# System packages: tesseract-ocr via apt-get when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v tesseract >/dev/null 2>&1; then
+    echo "setup: installing tesseract-ocr (apt-get)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tesseract-ocr >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+
+# torch first and exactly so: the local CPU wheel, never the multi-GB CUDA resolution.
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+    echo "setup: installing torch (CPU wheel)"
+    "${PIP[@]}" "torch==2.13.0"
+fi
+stamp=.venv/.gptforge-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    echo "setup: installing gptforge and its dependencies"
+    "${PIP[@]}" -c constraints.txt -e ".[dev]"
+    touch "$stamp"
+fi
