@@ -1,0 +1,31 @@
+"""Shared fixtures: an isolated gptforge home (temporary SQLite MLflow) and a Prefect harness."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session")
+def gptforge_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test run gets its own home: MLflow's SQLite store and artifacts live there."""
+    home = tmp_path_factory.mktemp("gptforge-home")
+    os.environ["GPTFORGE_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def prefect(gptforge_home: Path):
+    """A real, temporary Prefect server and database for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

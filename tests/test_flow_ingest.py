@@ -1,0 +1,81 @@
+"""The `ingest` flow and CLI: real Prefect (test harness), real MLflow (temporary SQLite)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from prefect.artifacts import Artifact
+from trees import write_tree
+
+from flows.cli import main
+from flows.home import mlflow_uri
+from flows.ingest import ingest_flow
+from flows.tracking import DIGEST_TAG, STAGE_TAG
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    return write_tree(
+        tmp_path / "docs",
+        {
+            "guide.md": "How to use the tool. " * 30,
+            "code/main.py": "print('hello world')\n" * 5,
+            "broken.pdf": b"%PDF-1.4\n garbage that is not a PDF body",
+            "fake.pdf": "<!DOCTYPE html><html><body>Sign in</body></html>",
+            "dup.md": "How to use the tool. " * 30,
+        },
+    )
+
+
+def test_flow_writes_dataset_artifact_and_mlflow_run(prefect, docs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    result = ingest_flow(sources=[str(docs)], out=str(out), val_fraction=0.0, batch_files=2)
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert result["dataset_digest"] == manifest["dataset_digest"]
+    assert result["counts"]["by_status"] == {"duplicate": 1, "error": 1, "ok": 2, "skipped": 1}
+    assert result["tokens"]["train"] == manifest["splits"]["train"]["tokens"] > 0
+
+    artifact = Artifact.get("ingest-summary")
+    assert artifact is not None
+    assert "broken.pdf" in artifact.data and manifest["dataset_digest"] in artifact.data
+
+    mlflow.set_tracking_uri(mlflow_uri())
+    run = mlflow.get_run(result["mlflow_run_id"])
+    assert mlflow_uri().startswith("sqlite:///") and str(mlflow_uri()).endswith("mlflow.db")
+    assert run.data.tags[STAGE_TAG] == "ingest"
+    assert run.data.tags[DIGEST_TAG] == manifest["dataset_digest"]
+    assert run.data.params["val_fraction"] == "0.0"
+    assert run.data.metrics["files_error"] == 1 and run.data.metrics["files_ok"] == 2
+    assert run.data.metrics["train_tokens"] == manifest["splits"]["train"]["tokens"]
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert manifest["dataset_digest"].startswith(dataset_input.dataset.digest)
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="manifest.json"
+    )
+    assert json.loads(Path(local).read_text()) == manifest
+
+
+def test_flow_rejects_bad_settings_before_reading_anything(prefect, docs: Path, tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"val_fraction: must be in \[0, 1\)"):
+        ingest_flow(sources=[str(docs)], out=str(tmp_path / "x"), val_fraction=2.0)
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_prints_a_summary(prefect, docs: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli-data"
+    assert main(["ingest", str(docs), "--out", str(out), "--val-fraction", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "files: 5 (1 duplicate, 1 error, 2 ok, 1 skipped)" in printed
+    assert f"manifest: {out / 'manifest.json'}" in printed
+    assert "broken.pdf" in printed and "MLflow run:" in printed
+
+
+def test_cli_reports_invalid_settings_by_name(docs: Path, tmp_path: Path, capsys) -> None:
+    assert main(["ingest", str(docs), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
+    assert "invalid setting workers: must be in [1, 512], got 0" in capsys.readouterr().err
