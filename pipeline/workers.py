@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-PRELOAD = ["pipeline.jobs"]
+PRELOAD = ["pipeline.worker_init"]
 
 
 def _serve(fn: Callable[[Any], Any], conn: Connection) -> None:
