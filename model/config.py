@@ -1,0 +1,91 @@
+"""The GPT's shape: one frozen dataclass, named presets, validated on construction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ConfigError
+from pipeline.tokenizer import TOKENIZER_NAME, VOCAB_SIZE
+
+# GPT-2's 50257 tokens padded up to a multiple of 64: faster matmuls, same model (as in nanoGPT).
+PADDED_VOCAB_SIZE = 50304
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Dimensions of a GPT-2-style model. `vocab_size` may exceed the tokenizer's (padding rows)."""
+
+    block_size: int = 1024
+    vocab_size: int = PADDED_VOCAB_SIZE
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+    tokenizer: str = TOKENIZER_NAME
+    tokenizer_vocab_size: int = VOCAB_SIZE
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(name, f"must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                "n_embd", f"{self.n_embd} must be divisible by n_head ({self.n_head})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
+        if not 1 <= self.tokenizer_vocab_size <= self.vocab_size:
+            raise ConfigError(
+                "vocab_size",
+                f"{self.vocab_size} must be >= the tokenizer's {self.tokenizer_vocab_size} tokens",
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GPTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown model setting; known: {sorted(known)}")
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> GPTConfig:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+PRESETS: dict[str, GPTConfig] = {
+    # Trains in a minute on 2 CPU cores: the quickstart's model.
+    "tiny": GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=128),
+    # A few minutes on a laptop CPU; learns real structure from a small corpus.
+    "small": GPTConfig(block_size=256, n_layer=4, n_head=4, n_embd=256),
+    # The benchmark size: 6 layers, 384 wide (about nanoGPT's Shakespeare model).
+    "mini": GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384),
+    "gpt2": GPTConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": GPTConfig(block_size=1024, n_layer=24, n_head=16, n_embd=1024),
+}
+
+
+def preset(name: str, **overrides: Any) -> GPTConfig:
+    """A named preset with some fields replaced; errors list what exists."""
+    if name not in PRESETS:
+        raise ConfigError("preset", f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    known = {f.name for f in fields(GPTConfig)}
+    for key in overrides:
+        if key not in known:
+            raise ConfigError(key, f"unknown model setting; known: {sorted(known)}")
+    return replace(PRESETS[name], **overrides)
