@@ -2,8 +2,8 @@
 
 Policy (documented in docs/ingestion.md):
 - Symlinks are followed; a directory reached twice (a loop, or two links to one place) is
-  walked once, and the repeat is listed under `pruned` with its reason. Dangling links are
-  files with an error.
+  walked once, and the repeat is listed under `pruned` with its reason. A dangling link is a
+  file with an error, unless the rules below would leave it out anyway.
 - Hidden entries (name starts with '.') are left out unless `include_hidden`: hidden
   directories are pruned, hidden files are listed as skipped. Default excludes (.git,
   virtualenvs, node_modules, build output) and user excludes prune directories the same way.
@@ -36,7 +36,7 @@ def discover(cfg: IngestConfig) -> Discovery:
     never_read = {_identity(cfg.out)} - {None}
     for source in cfg.sources:
         if source.is_symlink() and not source.exists():
-            found.files.append(_dangling(source, source.parent))
+            found.files.append(_dangling(source, source.parent, None))
         elif source.is_dir():
             _walk(source.resolve(), source.resolve(), cfg, found, seen_dirs, never_read)
         else:
@@ -84,7 +84,7 @@ def _walk(
         except OSError:
             is_dir = False
         if entry.is_symlink() and not path.exists():
-            found.files.append(_dangling(path, root))
+            found.files.append(_dangling(path, root, _rule_skip_reason(entry.name, relpath, cfg)))
         elif is_dir:
             reason = _dir_prune_reason(path, relpath, cfg)
             if reason:
@@ -101,7 +101,7 @@ def _dir_prune_reason(path: Path, relpath: str, cfg: IngestConfig) -> str | None
     pattern = prunes_dir(relpath, cfg.excludes)
     if pattern:
         return f"excluded by pattern {pattern!r}"
-    if (path / "pyvenv.cfg").is_file():
+    if cfg.default_excludes and (path / "pyvenv.cfg").is_file():
         return "Python virtual environment"
     return None
 
@@ -110,14 +110,14 @@ def _rel(root: Path, path: Path) -> str:
     return "" if path == root else path.relative_to(root).as_posix()
 
 
-def _dangling(path: Path, root: Path) -> FoundFile:
-    target = os.readlink(path)
-    return FoundFile(
-        path=str(path),
-        relpath=_rel(root, path) or path.name,
-        root=str(root),
-        error_reason=f"dangling symlink -> {target}",
-    )
+def _dangling(path: Path, root: Path, skip_reason: str | None) -> FoundFile:
+    """A dangling link is an error only if it would have been read (an Emacs lock file
+    `.#name` is hidden, an excluded link is excluded): the walk's rules decide first."""
+    entry = FoundFile(path=str(path), relpath=_rel(root, path) or path.name, root=str(root))
+    entry.skip_reason = skip_reason
+    if skip_reason is None:
+        entry.error_reason = f"dangling symlink -> {os.readlink(path)}"
+    return entry
 
 
 def _file_entry(path: Path, root: Path, cfg: IngestConfig, explicit: bool) -> FoundFile:
@@ -131,14 +131,19 @@ def _file_entry(path: Path, root: Path, cfg: IngestConfig, explicit: bool) -> Fo
     entry.size = st.st_size
     if not stat.S_ISREG(st.st_mode):
         entry.skip_reason = "not a regular file (device, socket or pipe)"
-    elif explicit:
-        pass
-    elif path.name.startswith(".") and not cfg.include_hidden:
-        entry.skip_reason = "hidden file (include_hidden is off)"
-    elif pattern := matches(relpath, cfg.excludes):
-        entry.skip_reason = f"excluded by pattern {pattern!r}"
-    elif cfg.include and not matches(relpath, cfg.include):
-        entry.skip_reason = "not matched by any include pattern"
+    elif not explicit:
+        entry.skip_reason = _rule_skip_reason(path.name, relpath, cfg)
     if entry.skip_reason is None and st.st_size > cfg.max_file_mb * 1024 * 1024:
         entry.skip_reason = f"larger than max_file_mb={cfg.max_file_mb:g} ({st.st_size} bytes)"
     return entry
+
+
+def _rule_skip_reason(name: str, relpath: str, cfg: IngestConfig) -> str | None:
+    """The hidden/exclude/include rules for a file found by walking."""
+    if name.startswith(".") and not cfg.include_hidden:
+        return "hidden file (include_hidden is off)"
+    if pattern := matches(relpath, cfg.excludes):
+        return f"excluded by pattern {pattern!r}"
+    if cfg.include and not matches(relpath, cfg.include):
+        return "not matched by any include pattern"
+    return None

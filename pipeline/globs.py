@@ -12,10 +12,11 @@ from functools import lru_cache
 
 @lru_cache(maxsize=1024)
 def compile_glob(pattern: str) -> re.Pattern[str]:
-    pat = pattern.strip().lstrip("/") or "**"
-    if "/" not in pat.rstrip("/"):
+    pat = pattern.strip()
+    anchored = "/" in pat.rstrip("/")  # a leading "/" anchors, as in .gitignore
+    pat = pat.strip("/") or "**"
+    if not anchored:
         pat = "**/" + pat
-    pat = pat.rstrip("/")
     out, i = [], 0
     while i < len(pat):
         if pat.startswith("**/", i):
@@ -58,10 +59,10 @@ def matches(relpath: str, patterns: tuple[str, ...]) -> str | None:
 def prunes_dir(reldir: str, patterns: tuple[str, ...]) -> str | None:
     """The first pattern that excludes the whole directory (`build`, `**/node_modules/**`)."""
     for pattern in patterns:
-        regex = compile_glob(pattern)
-        stem = pattern.rstrip("/")
-        if regex.match(reldir) or (
-            stem.endswith("/**") and compile_glob(stem[: -len("/**")] or "**").match(reldir)
+        stem = pattern.strip().rstrip("/")
+        if compile_glob(pattern).match(reldir) or (
+            # "docs/**" has a slash, so it is anchored; its stem "docs" must stay anchored too
+            stem.endswith("/**") and compile_glob("/" + stem[: -len("/**")]).match(reldir)
         ):
             return pattern
     return None

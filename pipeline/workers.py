@@ -125,8 +125,8 @@ class WorkerPool:
             try:
                 ok, value = w.conn.recv()
             except (EOFError, OSError):
-                ok, value = False, None
-            if value is not None:
+                pass  # the process died mid-job; reported below as such
+            else:
                 self._finish(
                     w, value if ok else self._on_failure(w.job, f"unexpected error: {value}")
                 )

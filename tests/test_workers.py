@@ -104,22 +104,18 @@ def test_an_empty_batch_returns_at_once():
         assert pool.map([1]) == [1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: workers.py _collect treats a job's None result as a lost connection and "
-    "then joins the live worker process, so the dispatcher hangs forever",
-)
 def test_a_job_that_returns_none_gets_none_as_its_result():
     before = set(multiprocessing.active_children())
     pool = WorkerPool(pool_jobs.misbehave, 1, 30, failure)
     workers = set(multiprocessing.active_children()) - before
     results: list = []
-    thread = threading.Thread(target=lambda: results.append(pool.map(["none"])), daemon=True)
+    jobs = ["none", "a", "none"]
+    thread = threading.Thread(target=lambda: results.append(pool.map(jobs)), daemon=True)
     thread.start()
     thread.join(timeout=5)
     try:
-        assert results == [[None]]
+        assert results == [[None, "done:a", None]]
+        assert all(p.is_alive() for p in workers), "None is a result, not a dead worker"
     finally:
         for process in workers:  # unblocks the dispatcher if it is stuck joining a live worker
             process.kill()
