@@ -10,43 +10,13 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from pipeline.records import Kind
+from pipeline.signatures import binary_format, image_format
 
 SNIFF_BYTES = 8192
 
-IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-    (b"BM", "bmp"),
-)
-
-BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x1f\x8b", "gzip archive"),
-    (b"PK\x03\x04", "zip archive (also docx/xlsx/jar)"),
-    (b"PK\x05\x06", "empty zip archive"),
-    (b"7z\xbc\xaf\x27\x1c", "7-zip archive"),
-    (b"Rar!\x1a\x07", "rar archive"),
-    (b"BZh", "bzip2 archive"),
-    (b"\xfd7zXZ\x00", "xz archive"),
-    (b"\x28\xb5\x2f\xfd", "zstd archive"),
-    (b"\x7fELF", "ELF executable"),
-    (b"MZ", "Windows executable"),
-    (b"\xca\xfe\xba\xbe", "Mach-O or Java class"),
-    (b"\xcf\xfa\xed\xfe", "Mach-O executable"),
-    (b"SQLite format 3\x00", "SQLite database"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "legacy Office document (OLE)"),
-    (b"OggS", "Ogg media"),
-    (b"ID3", "MP3 audio"),
-    (b"fLaC", "FLAC audio"),
-    (b"\x00asm", "WebAssembly module"),
-    (b"PAR1", "Parquet file"),
-    (b"\x93NUMPY", "NumPy array"),
-)
-
+PDF_HEADER_WINDOW = 1024
 TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))
 
 CODE_EXTENSIONS = frozenset(
     [
@@ -186,14 +156,14 @@ class Verdict:
 def sniff(name: str, head: bytes) -> Verdict:
     """Classify a file by its name and its first SNIFF_BYTES bytes."""
     suffix = PurePosixPath(name).suffix.lower()
-    if b"%PDF-" in head[:1024]:
+    if _is_pdf(head):
         return Verdict(Kind.PDF, "pdf")
-    image = _image_format(head)
+    image = image_format(head)
     if image:
         return Verdict(Kind.IMAGE, image)
-    for magic, what in BINARY_MAGIC:
-        if head.startswith(magic):
-            return Verdict(Kind.BINARY, skip_reason=f"binary content: {what}")
+    binary = binary_format(head)
+    if binary:
+        return Verdict(Kind.BINARY, skip_reason=f"binary content: {binary}")
     if not head:
         return Verdict(_text_kind(name), "empty")
     if suffix in CLAIMED_FORMATS:
@@ -210,13 +180,15 @@ def sniff(name: str, head: bytes) -> Verdict:
     return Verdict(_text_kind(name), suffix.lstrip(".") or "plain")
 
 
-def _image_format(head: bytes) -> str | None:
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    for magic, fmt in IMAGE_MAGIC:
-        if head.startswith(magic):
-            return fmt
-    return None
+def _is_pdf(head: bytes) -> bool:
+    """The header at offset 0, or within the first 1 KB after whitespace or binary junk (a
+    MacBinary or mail-gateway prefix), as PDF readers accept; never after text, which only
+    mentions it (`HEADER = b"%PDF-1.4"` in a script, a note about the format)."""
+    at = head.find(b"%PDF-", 0, PDF_HEADER_WINDOW)
+    if at <= 0:
+        return at == 0
+    prefix = head[:at]
+    return not prefix.strip() or not _is_text(prefix)
 
 
 def _text_kind(name: str) -> Kind:
@@ -239,7 +211,7 @@ def _is_text(head: bytes) -> bool:
         return True
     if b"\x00" in head:
         return _looks_like_utf16(head)
-    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27))
+    controls = len(head) - len(head.translate(None, CONTROL_BYTES))
     return controls <= len(head) * 0.01
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import json
@@ -44,12 +45,6 @@ def test_pdf_content_is_a_pdf_whatever_its_name():
     assert sniff("x", b"\r\n\r\n%PDF-1.4\n").kind == Kind.PDF
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sniff.py sniff takes '%PDF-' anywhere in the first 1024 bytes as a PDF "
-    "header, so source code and notes that mention the header near their top are sent "
-    "to the PDF extractor and fail as corrupt PDFs",
-)
 @pytest.mark.parametrize(
     ("name", "head"),
     [
@@ -60,6 +55,18 @@ def test_pdf_content_is_a_pdf_whatever_its_name():
 )
 def test_text_that_mentions_the_pdf_header_is_not_a_pdf(name: str, head: bytes):
     assert sniff(name, head).kind in (Kind.CODE, Kind.TEXT)
+
+
+def test_binary_junk_before_the_pdf_header_is_tolerated_as_pdf_readers_do():
+    macbinary = b"\x00\x11report.pdf" + bytes(115)
+    assert sniff("report.pdf", macbinary + b"%PDF-1.4\n1 0 obj\n").kind == Kind.PDF
+
+
+def test_an_html_page_named_pdf_that_mentions_the_header_is_still_html():
+    page = b"<!DOCTYPE html>\n<html><body><pre>%PDF-1.7 expected</pre></body></html>\n"
+    assert sniff("paper.pdf", page).skip_reason == (
+        "named .pdf but the content is HTML, not PDF (likely a failed download)"
+    )
 
 
 def test_a_python_file_full_of_nul_bytes_is_binary():
@@ -118,14 +125,42 @@ def test_big_endian_tiff_is_an_image():
     assert sniff("a.tif", b"MM\x00*\x00\x00\x00\x08" + b"\x00" * 32).detail == "tiff"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sniff.py IMAGE_MAGIC takes the two bytes 'BM' alone as a BMP signature, so "
-    "any text that starts with 'BM' (BMW, BMI, BMP...) is sent to OCR as an image",
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"BMW 320i service notes: oil change every 15000 km.\n",
+        b"BMP: the Windows bitmap. Bytes 2-5 hold the file size, 6-9 are reserved.\n",
+    ],
 )
-def test_text_that_starts_with_bm_is_text_not_a_bitmap():
-    verdict = sniff("cars.txt", b"BMW 320i service notes: oil change every 15000 km.\n")
-    assert verdict.kind == Kind.TEXT
+def test_text_that_starts_with_bm_is_text_not_a_bitmap(head: bytes):
+    assert sniff("cars.txt", head).kind == Kind.TEXT
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"MZ-80K owner's manual, chapter 1: switching on.\n" * 3,
+        b"ID3 tags explained: where an MP3 keeps its title.\n",
+        b"BZh is how every bzip2 stream begins; the digit after it is the block size.\n",
+    ],
+    ids=["MZ", "ID3", "BZh"],
+)
+def test_text_that_starts_with_a_short_binary_signature_is_text(head: bytes):
+    assert sniff("notes.txt", head).kind == Kind.TEXT
+
+
+@pytest.mark.parametrize(
+    ("head", "what"),
+    [
+        (bz2.compress(b"hello" * 100), "bzip2 archive"),
+        (bz2.compress(b""), "bzip2 archive"),
+        (b"ID3\x04\x00\x00\x00\x00\x01\x7f" + bytes(64), "MP3 audio"),
+        (b"MZ\x90\x00\x03\x00\x00\x00\x04\x00" + bytes(54) + b"\x0e\x1f", "Windows executable"),
+    ],
+    ids=["bzip2", "empty-bzip2", "ID3v2.4", "MZ"],
+)
+def test_short_signatures_with_valid_headers_are_binary(head: bytes, what: str):
+    assert sniff("data.txt", head).skip_reason == f"binary content: {what}"
 
 
 # --- text, code, notebooks --------------------------------------------------------------------
