@@ -30,10 +30,17 @@ def decode_text(data: bytes, warnings: list[str]) -> tuple[str, str]:
 
     Returns (text, encoding); problems are appended to `warnings`.
     """
-    encoding, body = _choose_encoding(data)
-    text = body.decode(encoding, errors="replace")
-    bad = text.count("\ufffd") - body.decode(encoding, errors="ignore").count("\ufffd")
-    if bad:
+    encoding, body = _declared_encoding(data)
+    if encoding is None:
+        try:  # the common case, decoded once: valid UTF-8
+            return normalize_text(data.decode("utf-8")), "utf-8"
+        except UnicodeDecodeError:
+            encoding = "utf-8" if _mostly_utf8(data) else _detect_legacy(data[:DETECT_BYTES])
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError:
+        text = body.decode(encoding, errors="replace")
+        bad = text.count("\ufffd") - body.decode(encoding, errors="ignore").count("\ufffd")
         warnings.append(f"{bad} invalid byte sequence(s) for {encoding} replaced with U+FFFD")
     return normalize_text(text), encoding
 
@@ -44,24 +51,13 @@ def normalize_text(text: str, form: str = "NFC") -> str:
     return unicodedata.normalize(form, text)
 
 
-def _choose_encoding(data: bytes) -> tuple[str, bytes]:
+def _declared_encoding(data: bytes) -> tuple[str | None, bytes]:
+    """The encoding the bytes announce (BOM, UTF-16 shape, PEP 263 cookie) and the body after
+    any BOM; None when they announce nothing."""
     for bom, name in BOMS:
         if data.startswith(bom):
             return name, data[len(bom) :]
-    utf16 = _bomless_utf16(data)
-    if utf16:
-        return utf16, data
-    cookie = _pep263_cookie(data)
-    if cookie:
-        return cookie, data
-    try:
-        data.decode("utf-8")
-        return "utf-8", data
-    except UnicodeDecodeError:
-        pass
-    if _mostly_utf8(data):
-        return "utf-8", data
-    return _detect_legacy(data[:DETECT_BYTES]), data
+    return _bomless_utf16(data) or _pep263_cookie(data), data
 
 
 def _detect_legacy(sample: bytes) -> str:
@@ -81,13 +77,18 @@ def _detect_legacy(sample: bytes) -> str:
 
 
 def _pep263_cookie(data: bytes) -> str | None:
-    for line in data.split(b"\n", 2)[:2]:
+    """A cookie naming an ASCII-compatible text codec; anything else is a comment that merely
+    looks like one ("Content-Transfer-Encoding: base64", "encoding: UTF-16 explained")."""
+    for line in data[:1024].split(b"\n", 2)[:2]:
         match = CODING_COOKIE.match(line)
         if match:
             try:
-                return codecs.lookup(match.group(1).decode("ascii")).name
-            except (LookupError, UnicodeDecodeError):
-                return None
+                codec = codecs.lookup(match.group(1).decode("ascii"))
+                if codec._is_text_encoding and b"coding".decode(codec.name) == "coding":
+                    return codec.name
+            except (LookupError, UnicodeError):
+                pass
+            return None
     return None
 
 
