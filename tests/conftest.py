@@ -29,3 +29,16 @@ def prefect(gptforge_home: Path):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def token_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real dataset: this project's own docs and sources, ingested to shards."""
+    from pipeline.config import IngestConfig
+    from pipeline.ingest import ingest
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path_factory.mktemp("token-data")
+    sources = (repo / "docs", repo / "pipeline", repo / "model")
+    ingest(IngestConfig(sources=sources, out=out, val_fraction=0.2, workers=1))
+    return out

@@ -1,0 +1,90 @@
+"""Training windows from memory-mapped llm.c shards, a pure function of (seed, step, sample).
+
+The batch at step N never depends on what ran before it, so a resumed run sees exactly
+the batches an uninterrupted one would, and `grad_accum x batch_size` only decides how
+the same samples are split into micro-batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pipeline.config import ConfigError
+from pipeline.manifest import ManifestError, load_manifest
+from pipeline.shards import read_shard
+
+# Eval windows use their own stream so they never collide with a training step's.
+_EVAL_STREAM = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The manifest's essentials: what training needs to know before it starts."""
+
+    directory: Path
+    digest: str
+    tokens: dict[str, int]
+    tokenizer: str
+
+    @classmethod
+    def open(cls, directory: Path) -> Dataset:
+        try:
+            manifest = load_manifest(Path(directory))
+        except ManifestError as exc:
+            raise ConfigError("data_dir", str(exc)) from exc
+        return cls(
+            directory=Path(directory),
+            digest=manifest["dataset_digest"],
+            tokens={split: info["tokens"] for split, info in manifest["splits"].items()},
+            tokenizer=manifest["tokenizer"]["name"],
+        )
+
+
+class TokenWindows:
+    """Random windows of `block_size + 1` tokens over one split's shards, read lazily."""
+
+    def __init__(self, data_dir: Path, split: str, block_size: int):
+        manifest = load_manifest(Path(data_dir))
+        listed = manifest["splits"][split]["shards"]
+        self.shards = [read_shard(Path(data_dir) / s["file"]) for s in listed]
+        lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(lengths)])
+        self.block_size = block_size
+        self.n_windows = int(self.starts[-1]) - block_size
+        if self.n_windows < 1:
+            raise ConfigError(
+                "block_size",
+                f"the {split} split has {int(self.starts[-1])} tokens; a window needs "
+                f"block_size + 1 = {block_size + 1}",
+            )
+
+    def batch(self, seed: int, step: int, first: int, count: int) -> tuple[Tensor, Tensor]:
+        """Samples `first .. first+count-1` of step `step`: inputs and next-token targets."""
+        offsets = np.random.default_rng([seed, step]).integers(
+            0, self.n_windows, size=first + count
+        )[first:]
+        windows = np.stack([self._window(int(o)) for o in offsets]).astype(np.int64)
+        data = torch.from_numpy(windows)
+        return data[:, :-1], data[:, 1:]
+
+    def eval_batch(self, seed: int, index: int, count: int) -> tuple[Tensor, Tensor]:
+        """A fixed validation batch: the same windows at every evaluation."""
+        return self.batch(seed + _EVAL_STREAM, index, 0, count)
+
+    def _window(self, start: int) -> np.ndarray:
+        end = start + self.block_size + 1
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        parts = []
+        while start < end:
+            shard = self.shards[first]
+            local = start - int(self.starts[first])
+            take = min(end - start, len(shard) - local)
+            parts.append(shard[local : local + take])
+            start += take
+            first += 1
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)

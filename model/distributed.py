@@ -1,0 +1,78 @@
+"""torchrun support: the same entry point trains on one process or many (DDP)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def init_world(device_request: str) -> tuple[World, torch.device]:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU), pick the device."""
+    cuda = device_request == "cuda" or (device_request == "auto" and torch.cuda.is_available())
+    if "RANK" not in os.environ:
+        return World(), torch.device("cuda" if cuda else "cpu")
+    world = World(
+        rank=int(os.environ["RANK"]),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        size=int(os.environ["WORLD_SIZE"]),
+    )
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(world.local_rank)
+        return world, torch.device("cuda", world.local_rank)
+    return world, torch.device("cpu")
+
+
+def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def no_sync_unless(last: bool, model: nn.Module) -> AbstractContextManager:
+    """Skip DDP's gradient all-reduce on every micro-step but the last."""
+    if last or not hasattr(model, "no_sync"):
+        return nullcontext()
+    return model.no_sync()
+
+
+def mean_across(value: float, world: World, device: torch.device) -> float:
+    if not world.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.item() / world.size
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def shutdown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,44 @@
+"""fp32, bf16 or fp16 training: the autocast context, the GradScaler, and what `auto` means."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+from pipeline.config import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` becomes bf16 wherever the hardware runs it natively (measured faster on CPU too:
+    docs/benchmarks.md); fp16 is refused on CPU, where there is no GradScaler path."""
+    if precision not in PRECISIONS:
+        raise ConfigError("precision", f"{precision!r} is not one of {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        if precision in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+            return "bf16"
+        if precision == "bf16":
+            raise ConfigError("precision", "bf16 is not supported by this GPU; use fp16 or fp32")
+        return "fp32" if precision == "auto" else precision
+    if precision == "fp16":
+        raise ConfigError(
+            "precision", "fp16 needs a CUDA device (loss scaling); on CPU use bf16 or fp32"
+        )
+    if precision == "auto":
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    """Matmuls in low precision, weights and optimizer state stay fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=_DTYPES[precision])
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """fp16 gradients underflow without loss scaling; bf16 and fp32 need none."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None

@@ -1,0 +1,308 @@
+"""The training loop: AdamW, warmup + cosine, clipping, mixed precision, accumulation, DDP.
+
+It reports through `Callbacks` (flows/ turns them into MLflow metrics and a progress bar)
+and is exactly resumable: the batch, learning rate and RNG at step N depend only on N.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from model import checkpoint
+from model.config import GPTConfig
+from model.data import Dataset, TokenWindows
+from model.distributed import (
+    World,
+    barrier,
+    init_world,
+    mean_across,
+    no_sync_unless,
+    shutdown,
+    wrap,
+)
+from model.gpt import GPT
+from model.plots import plot_loss_curve
+from model.precision import autocast, grad_scaler, resolve_precision
+from model.throughput import peak_flops
+from model.train_config import TrainConfig
+from pipeline.config import ConfigError
+
+
+class Callbacks:
+    """Hooks the loop calls on the main process; override what you need."""
+
+    def on_start(self, info: dict[str, Any]) -> None: ...
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_checkpoint(self, step: int, path: Path) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    steps: int
+    train_loss: float
+    val_loss: float | None
+    precision: str
+    device: str
+    dataset_digest: str
+    plot: Path | None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Setup:
+    """Everything checked and built before the first step."""
+
+    world: World
+    device: torch.device
+    precision: str
+    dataset: Dataset
+    train: TokenWindows
+    val: TokenWindows | None
+    resume_from: Path | None
+
+
+def prepare(cfg: TrainConfig) -> Setup:
+    """Every check that can fail, before any compute: data, tokenizer, device, precision."""
+    world, device = init_world(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda requested but no CUDA device is available")
+    precision = resolve_precision(cfg.precision, device)
+    dataset = Dataset.open(cfg.data_dir)
+    if dataset.tokenizer != cfg.model.tokenizer:
+        raise ConfigError(
+            "tokenizer",
+            f"the data was tokenized with {dataset.tokenizer!r}, the model uses "
+            f"{cfg.model.tokenizer!r}",
+        )
+    train = TokenWindows(cfg.data_dir, "train", cfg.model.block_size)
+    val = None
+    if dataset.tokens["val"] > cfg.model.block_size:
+        val = TokenWindows(cfg.data_dir, "val", cfg.model.block_size)
+    resume_from = _check_checkpoints(cfg)
+    return Setup(world, device, precision, dataset, train, val, resume_from)
+
+
+def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
+    """Train to `cfg.max_steps`, checkpointing as configured; safe to call under torchrun."""
+    callbacks = callbacks or Callbacks()
+    setup = prepare(cfg)
+    try:
+        return _train(cfg, setup, callbacks)
+    finally:
+        shutdown(setup.world)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to `learning_rate`, then cosine decay to `min_lr` at `max_steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: biases, norms and embeddings (1-D or the
+    tied embedding) are not decayed, as in nanoGPT."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        embedding = name.startswith(("transformer.wte", "transformer.wpe"))
+        (decay if param.dim() >= 2 and not embedding else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups,
+        lr=cfg.learning_rate,
+        betas=(cfg.beta1, cfg.beta2),
+        fused=device.type in ("cuda", "cpu"),
+    )
+
+
+def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks) -> TrainResult:
+    world, device, precision = setup.world, setup.device, setup.precision
+    torch.manual_seed(cfg.seed + world.rank)
+    model = GPT(cfg.model).to(device)
+    if cfg.init_from is not None:
+        checkpoint.load_weights(model, checkpoint.resolve_checkpoint(cfg.init_from))
+    optimizer = make_optimizer(model, cfg, device)
+    scaler = grad_scaler(precision, device)
+    step, history = 0, []
+    if setup.resume_from is not None:
+        state = checkpoint.load_training_state(setup.resume_from, model, optimizer, scaler)
+        step, history = state["step"], state["history"]
+    runnable: nn.Module = torch.compile(model) if cfg.compile else model
+    runnable = wrap(runnable, world, device)
+    flops_peak = peak_flops(device, precision)
+    if world.is_main:
+        callbacks.on_start(
+            {
+                "device": str(device),
+                "precision": precision,
+                "processes": world.size,
+                "parameters": model.num_params(),
+                "tokens_per_step": cfg.tokens_per_step(world.size),
+                "dataset_digest": setup.dataset.digest,
+                "start_step": step,
+                "peak_flops": flops_peak or 0.0,
+            }
+        )
+    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    last: dict[str, float] = history[-1] if history else {}
+    while step < cfg.max_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        runnable.train()
+        step_loss = 0.0
+        for micro in range(cfg.grad_accum):
+            first = (micro * world.size + world.rank) * cfg.batch_size
+            x, y = setup.train.batch(cfg.seed, step, first, cfg.batch_size)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with no_sync_unless(micro == cfg.grad_accum - 1, runnable):
+                with autocast(precision, device):
+                    _, loss = runnable(x, y)
+                loss = loss / cfg.grad_accum
+                (scaler.scale(loss) if scaler else loss).backward()
+            step_loss += loss.detach()
+        if scaler:
+            scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        )
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window_loss += float(step_loss)
+        window_steps += 1
+        final = step == cfg.max_steps
+        if step % cfg.log_interval == 0 or final:
+            elapsed = time.perf_counter() - window_start
+            tokens_per_s = window_steps * cfg.tokens_per_step(world.size) / elapsed
+            metrics = {
+                "train_loss": mean_across(window_loss / window_steps, world, device),
+                "lr": lr_at(step - 1, cfg),
+                "grad_norm": float(grad_norm),
+                "tokens_per_s": tokens_per_s,
+            }
+            if flops_peak:
+                per_device = tokens_per_s / world.size
+                metrics["mfu"] = model.flops_per_token() * per_device / flops_peak
+            if step % cfg.eval_interval == 0 or final:
+                metrics |= _evaluate(model, setup, cfg, precision)
+            window_loss, window_steps = 0.0, 0
+            last = {"step": step, **metrics}
+            history.append(last)
+            if world.is_main:
+                callbacks.on_metrics(step, metrics)
+            window_start = time.perf_counter()
+        if step % cfg.checkpoint_interval == 0 or final:
+            if world.is_main:
+                state = {
+                    "step": step,
+                    "seed": cfg.seed,
+                    "dataset_digest": setup.dataset.digest,
+                    "precision": precision,
+                    "history": history,
+                    "settings": cfg.to_params(),
+                }
+                path = checkpoint.save_checkpoint(
+                    cfg.out_dir, model, optimizer, scaler, state, cfg.keep_last
+                )
+                callbacks.on_checkpoint(step, path)
+            barrier(world)
+    plot = None
+    if world.is_main and history:
+        plot = plot_loss_curve(history, cfg.out_dir / "loss_curve.png")
+    final_checkpoint = checkpoint.resolve_checkpoint(cfg.out_dir)
+    val_losses = [h["val_loss"] for h in history if "val_loss" in h]
+    return TrainResult(
+        checkpoint=final_checkpoint,
+        steps=step,
+        train_loss=last.get("train_loss", math.nan),
+        val_loss=val_losses[-1] if val_losses else None,
+        precision=precision,
+        device=str(device),
+        dataset_digest=setup.dataset.digest,
+        plot=plot,
+        history=history,
+    )
+
+
+@torch.no_grad()
+def _evaluate(model: GPT, setup: Setup, cfg: TrainConfig, precision: str) -> dict[str, float]:
+    """Mean loss over fixed validation windows (the same ones at every evaluation)."""
+    if setup.val is None:
+        return {}
+    model.eval()
+    losses = []
+    for index in range(cfg.eval_batches):
+        x, y = setup.val.eval_batch(cfg.seed, index, cfg.batch_size)
+        with autocast(precision, setup.device):
+            _, loss = model(x.to(setup.device), y.to(setup.device))
+        losses.append(float(loss))
+    model.train()
+    val_loss = sum(losses) / len(losses)
+    return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
+
+
+def _check_checkpoints(cfg: TrainConfig) -> Path | None:
+    """Resume needs a checkpoint that fits; a fresh run must not mix with an old one."""
+    root = cfg.out_dir / checkpoint.CHECKPOINTS
+    if cfg.init_from is not None:
+        try:
+            source = checkpoint.resolve_checkpoint(cfg.init_from)
+        except checkpoint.CheckpointError as exc:
+            raise ConfigError("init_from", str(exc)) from exc
+        _check_same_model(source, cfg, "init_from")
+    if not cfg.resume:
+        if any(root.glob("step_*")):
+            raise ConfigError(
+                "out_dir",
+                f"{cfg.out_dir} already holds checkpoints; pass resume=True to continue them "
+                "or choose another out_dir",
+            )
+        return None
+    try:
+        latest = checkpoint.resolve_checkpoint(cfg.out_dir)
+    except checkpoint.CheckpointError as exc:
+        raise ConfigError("resume", f"nothing to resume: {exc}") from exc
+    _check_same_model(latest, cfg, "resume")
+    saved = checkpoint.read_trainer_state(latest)
+    if saved["step"] > cfg.max_steps:
+        raise ConfigError(
+            "max_steps", f"the checkpoint is at step {saved['step']}, past max_steps"
+        )
+    return latest
+
+
+def _check_same_model(directory: Path, cfg: TrainConfig, field_name: str) -> None:
+    saved = GPTConfig.load(directory / checkpoint.CONFIG)
+    if saved.tokenizer != cfg.model.tokenizer:
+        raise ConfigError(
+            "tokenizer",
+            f"checkpoint {directory} uses tokenizer {saved.tokenizer!r}, "
+            f"the data {cfg.model.tokenizer!r}",
+        )
+    for key, value in saved.to_json().items():
+        wanted = getattr(cfg.model, key)
+        if key != "dropout" and wanted != value:
+            raise ConfigError(
+                field_name, f"checkpoint {directory} has {key}={value}, the settings say {wanted}"
+            )
