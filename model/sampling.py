@@ -1,0 +1,253 @@
+"""Decoding settings and the logit processors that turn a model's scores into next tokens.
+
+The processors keep Hugging Face's semantics and order (repetition penalty, temperature,
+top-k, top-p) but pass a candidate set along instead of a full-vocabulary tensor: after top-k
+only k columns remain, so top-p sorts k scores rather than 50k and sampling draws among them.
+On a CPU at batch 8 a full-vocabulary sort costs more than the model's forward pass.
+
+Sampling uses one uniform number per row and step (inverse CDF), supplied by the caller, so
+each row's randomness can come from its own generator: what a row samples never depends on
+which other rows share its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from pipeline.config import ConfigError
+from pipeline.tokenizer import EOT_TOKEN
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to pick tokens; the names and defaults of Hugging Face's `GenerationConfig`."""
+
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 128
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    eos_token_id: tuple[int, ...] = (EOT_TOKEN,)
+
+    def __post_init__(self) -> None:
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        eos = self.eos_token_id
+        eos = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
+        object.__setattr__(self, "stop", stop)
+        object.__setattr__(self, "eos_token_id", eos)
+        self._validate()
+
+    def _validate(self) -> None:
+        if not isinstance(self.do_sample, bool):
+            raise ConfigError("do_sample", f"must be true or false, got {self.do_sample!r}")
+        if not _real(self.temperature) or self.temperature < 0:
+            raise ConfigError(
+                "temperature",
+                f"must be a finite number >= 0 (0 = greedy), got {self.temperature!r}",
+            )
+        if not _integer(self.top_k) or self.top_k < 0:
+            raise ConfigError("top_k", f"must be an integer >= 0 (0 = off), got {self.top_k!r}")
+        if not _real(self.top_p) or not 0 < self.top_p <= 1:
+            raise ConfigError("top_p", f"must be in (0, 1] (1 = off), got {self.top_p!r}")
+        if not _real(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise ConfigError(
+                "repetition_penalty",
+                f"must be a finite number > 0 (1 = off), got {self.repetition_penalty!r}",
+            )
+        if not _integer(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise ConfigError(
+                "max_new_tokens", f"must be an integer >= 1, got {self.max_new_tokens!r}"
+            )
+        if not _integer(self.seed):
+            raise ConfigError("seed", f"must be an integer, got {self.seed!r}")
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise ConfigError("stop", f"must be non-empty strings, got {self.stop!r}")
+        if not all(_integer(t) and t >= 0 for t in self.eos_token_id):
+            raise ConfigError("eos_token_id", f"must be token ids >= 0, got {self.eos_token_id!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample or self.temperature == 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stop"], data["eos_token_id"] = list(self.stop), list(self.eos_token_id)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SamplingConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown sampling setting; known: {sorted(known)}")
+        return cls(**data)
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Scores (B, n) for n columns of the vocabulary: all of it (`ids` None) or a subset.
+
+    `descending` says the scores are sorted high to low, which top-p needs and top-k yields.
+    Filtered-out columns hold -inf.
+    """
+
+    scores: Tensor
+    ids: Tensor | None = None
+    descending: bool = False
+
+    def token_ids(self, columns: Tensor) -> Tensor:
+        """Vocabulary ids of one chosen column per row."""
+        if self.ids is None:
+            return columns
+        return self.ids.gather(1, columns.unsqueeze(1)).squeeze(1)
+
+    def dense(self, vocab_size: int) -> Tensor:
+        """Full (B, vocab_size) scores, -inf outside the candidates: Hugging Face's layout."""
+        if self.ids is None:
+            return self.scores
+        out = self.scores.new_full((self.scores.size(0), vocab_size), -math.inf)
+        return out.scatter_(1, self.ids, self.scores)
+
+
+class Processor(Protocol):
+    def __call__(self, tokens: Tensor | None, candidates: Candidates) -> Candidates: ...
+
+
+class RepetitionPenalty:
+    """Divide positive / multiply negative scores of tokens already in the sequence (CTRL).
+
+    Applied first, to the full vocabulary; `tokens` (B, L) is the sequence so far, prompt
+    included; a token that appears several times is penalised once.
+    """
+
+    def __init__(self, penalty: float):
+        self.penalty = penalty
+
+    def __call__(self, tokens: Tensor | None, candidates: Candidates) -> Candidates:
+        if candidates.ids is not None or tokens is None:
+            raise ValueError("the repetition penalty needs the full vocabulary and the sequence")
+        scores = candidates.scores.clone()
+        seen = scores.gather(1, tokens)
+        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
+        return Candidates(scores.scatter_(1, tokens, seen))
+
+
+class Temperature:
+    """Divide scores by T: T < 1 sharpens the distribution, T > 1 flattens it."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+
+    def __call__(self, tokens: Tensor | None, candidates: Candidates) -> Candidates:
+        c = candidates
+        return Candidates(c.scores / self.temperature, c.ids, c.descending)
+
+
+class TopK:
+    """Keep the k highest scores; the candidate set shrinks to k columns, sorted."""
+
+    def __init__(self, top_k: int):
+        self.top_k = top_k
+
+    def __call__(self, tokens: Tensor | None, candidates: Candidates) -> Candidates:
+        c = candidates
+        if self.top_k >= c.scores.size(1):
+            return c
+        scores, columns = c.scores.topk(self.top_k, dim=1)
+        ids = columns if c.ids is None else c.ids.gather(1, columns)
+        return Candidates(scores, ids, descending=True)
+
+
+class TopP:
+    """Keep the smallest set of highest-probability tokens whose total is >= p (nucleus).
+
+    The top token always stays. Sorts only when the candidates are not sorted yet (no top-k).
+    """
+
+    def __init__(self, top_p: float):
+        self.top_p = top_p
+
+    def __call__(self, tokens: Tensor | None, candidates: Candidates) -> Candidates:
+        c = candidates
+        if not c.descending:
+            scores, columns = c.scores.sort(dim=1, descending=True)
+            c = Candidates(scores, columns if c.ids is None else c.ids.gather(1, columns), True)
+        probs = c.scores.softmax(dim=1)
+        before = probs.cumsum(dim=1) - probs  # probability mass of the higher-ranked tokens
+        drop = before >= self.top_p
+        drop[:, 0] = False
+        return Candidates(c.scores.masked_fill(drop, -math.inf), c.ids, True)
+
+
+def build_processors(config: SamplingConfig) -> list[Processor]:
+    """The processors `config` switches on, in Hugging Face's order; greedy only penalises."""
+    chain: list[Processor] = []
+    if config.repetition_penalty != 1.0:
+        chain.append(RepetitionPenalty(config.repetition_penalty))
+    if config.greedy:
+        return chain
+    if config.temperature != 1.0:
+        chain.append(Temperature(config.temperature))
+    if config.top_k > 0:
+        chain.append(TopK(config.top_k))
+    if config.top_p < 1.0:
+        chain.append(TopP(config.top_p))
+    return chain
+
+
+def process(logits: Tensor, tokens: Tensor | None, chain: list[Processor]) -> Candidates:
+    """Run `logits` (B, V) through `chain`; `tokens` (B, L) is only read by the penalty."""
+    candidates = Candidates(logits)
+    for processor in chain:
+        candidates = processor(tokens, candidates)
+    return candidates
+
+
+def greedy(candidates: Candidates) -> Tensor:
+    """The highest-scoring token of each row (the first one on ties)."""
+    return candidates.token_ids(candidates.scores.argmax(dim=1))
+
+
+def sample(candidates: Candidates, uniforms: Tensor) -> Tensor:
+    """One token per row from softmax(scores), by inverse CDF with `uniforms` (B,) in [0, 1).
+
+    The CDF is summed in float64 and the target kept below its total, so a token with zero
+    probability (filtered, or underflowed) is never chosen.
+    """
+    cdf = candidates.scores.float().softmax(dim=1).double().cumsum(dim=1)
+    total = cdf[:, -1:]
+    target = torch.minimum(uniforms.unsqueeze(1) * total, torch.nextafter(total, total * 0))
+    columns = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    return candidates.token_ids(columns)
+
+
+def next_tokens(
+    logits: Tensor,
+    tokens: Tensor | None,
+    config: SamplingConfig,
+    chain: list[Processor],
+    uniforms: Tensor | None,
+) -> Tensor:
+    """Next token ids (B,) from `logits` (B, V): the processors, then greedy or a sample."""
+    candidates = process(logits, tokens, chain)
+    if config.greedy:
+        return greedy(candidates)
+    if uniforms is None:
+        raise ValueError("sampling needs one uniform number per row")
+    return sample(candidates, uniforms)
