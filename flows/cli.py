@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from flows.progress import set_progress_sink
 from pipeline.config import ConfigError
 
 
@@ -29,6 +30,26 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--pdf-password", action="append", default=[], metavar="PASSWORD")
     ingest.add_argument("--batch-files", type=int, default=64)
     ingest.add_argument("--experiment", default="gptforge", help="MLflow experiment")
+
+    train = commands.add_parser("train", help="train a GPT on a dataset, register it in MLflow")
+    train.add_argument("--data", required=True, help="dataset directory written by ingest")
+    train.add_argument("--preset", default="tiny", help="tiny, small, mini, gpt2, gpt2-medium")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="model override"
+    )
+    train.add_argument("--max-steps", type=int, default=200)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--grad-accum", type=int, default=1)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (CUDA)")
+    train.add_argument("--eval-interval", type=int, default=50)
+    train.add_argument("--checkpoint-interval", type=int, default=100)
+    train.add_argument("--out", default=None, help="checkpoint directory")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--init-from", default=None, help="start from these weights")
+    train.add_argument("--seed", type=int, default=1337)
+    train.add_argument("--experiment", default="gptforge", help="MLflow experiment")
+    train.add_argument("--model-name", default="gptforge", help="MLflow registered model")
 
     sample = commands.add_parser("sample", help="write the bundled sample corpus to a directory")
     sample.add_argument("out", help="directory to (re)create")
@@ -59,7 +80,6 @@ def run_ingest(args: argparse.Namespace) -> int:
 
     apply_quiet_env()
     from flows.ingest import ingest_config, ingest_flow
-    from flows.progress import set_progress_sink
     from flows.summary import summary_lines
     from pipeline.manifest import load_manifest
     from pipeline.ocr import check_languages
@@ -93,18 +113,93 @@ def run_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train(args: argparse.Namespace) -> int:
+    from flows.home import apply_quiet_env
+
+    apply_quiet_env()
+    settings = {
+        "data_dir": args.data,
+        "out_dir": args.out,
+        "preset": args.preset,
+        "model_overrides": parse_overrides(args.set),
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "learning_rate": args.learning_rate,
+        "precision": args.precision,
+        "eval_interval": args.eval_interval,
+        "checkpoint_interval": args.checkpoint_interval,
+        "resume": args.resume,
+        "init_from": args.init_from,
+        "seed": args.seed,
+        "experiment": args.experiment,
+        "registered_model_name": args.model_name,
+    }
+    if int(os.environ.get("RANK", "0")) > 0:
+        return run_train_worker(settings)
+    from flows.train import train_flow
+
+    with ProgressBar(unit="step") as bar:
+        set_progress_sink(bar.update)
+        result = train_flow(**settings)
+        set_progress_sink(None)
+    val = result["val_loss"]
+    print(f"MLflow run: {result['mlflow_run_id']}")
+    print(f"registered model: {result['model_uri']}")
+    print(f"checkpoint: {result['checkpoint']}")
+    print(f"final train loss: {result['train_loss']:.4f}")
+    print(f"final val loss: {'n/a (no validation split)' if val is None else f'{val:.4f}'}")
+    return 0
+
+
+def run_train_worker(settings: dict) -> int:
+    """torchrun ranks other than 0 train without Prefect or MLflow; rank 0 runs the flow."""
+    from flows.train import train_config
+    from model.train import train
+
+    train(train_config(**settings))
+    return 0
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, int | float | bool]:
+    """`--set n_layer=3 --set dropout=0.1` -> {"n_layer": 3, "dropout": 0.1}."""
+    out: dict[str, int | float | bool] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError("set", f"{pair!r} is not KEY=VALUE")
+        if raw.lower() in ("true", "false"):
+            out[key] = raw.lower() == "true"
+            continue
+        try:
+            out[key] = int(raw)
+        except ValueError:
+            try:
+                out[key] = float(raw)
+            except ValueError as exc:
+                raise ConfigError(key, f"{raw!r} is not a number") from exc
+    return out
+
+
 class ProgressBar:
     """A tqdm bar per stage, shown only while there is work to count."""
 
-    def __init__(self) -> None:
+    def __init__(self, unit: str = "file") -> None:
         self._bar = None
+        self._stage = ""
+        self._unit = unit
 
-    def update(self, stage: str, done: int, total: int) -> None:
+    def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None:
         from tqdm import tqdm
 
-        if self._bar is None:
-            self._bar = tqdm(total=total, desc=stage, unit="file", file=sys.stderr)
+        if self._bar is None or stage != self._stage:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = tqdm(total=total, desc=stage, unit=self._unit, file=sys.stderr)
+            self._stage = stage
         self._bar.n = done
+        if info:
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in info.items()}, refresh=False)
         self._bar.refresh()
 
     def __enter__(self) -> ProgressBar:
@@ -115,7 +210,7 @@ class ProgressBar:
             self._bar.close()
 
 
-COMMANDS = {"ingest": run_ingest, "sample": run_sample}
+COMMANDS = {"ingest": run_ingest, "train": run_train, "sample": run_sample}
 
 if __name__ == "__main__":
     sys.exit(main())

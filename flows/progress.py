@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-_sink: Callable[[str, int, int], None] | None = None
+Sink = Callable[[str, int, int, dict[str, float]], None]
+_sink: Sink | None = None
 
 
-def set_progress_sink(sink: Callable[[str, int, int], None] | None) -> None:
+def set_progress_sink(sink: Sink | None) -> None:
     global _sink
     _sink = sink
 
 
-def report(stage: str, done: int, total: int) -> None:
+def report(stage: str, done: int, total: int, info: dict[str, float] | None = None) -> None:
+    """`info` holds a few numbers worth showing next to the bar (loss, tokens/s)."""
     if _sink is not None:
-        _sink(stage, done, total)
+        _sink(stage, done, total, info or {})

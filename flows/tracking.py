@@ -45,3 +45,25 @@ def log_dataset(data_dir: Path, digest: str, context: str) -> None:
     dataset = MetaDataset(source=source, name=Path(data_dir).name, digest=digest[:32])
     mlflow.log_input(dataset, context=context)
     mlflow.set_tag(DIGEST_TAG, digest)
+
+
+def find_stage_run(experiment: str, stage: str, digest: str) -> str | None:
+    """The newest run of `stage` on exactly this dataset: how a training run finds its ingest."""
+    experiment_id = use_experiment(experiment)
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`{STAGE_TAG}` = '{stage}' and tags.`{DIGEST_TAG}` = '{digest}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def run_link(run_id: str) -> str:
+    """A URL people can open when a tracking server is up, else the store and run id."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("http"):
+        run = mlflow.get_run(run_id)
+        return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    return f"run {run_id} in {uri}"

@@ -1,0 +1,115 @@
+"""Registered models: log a checkpoint as a new version, and resolve any model reference
+(`models:/name/3`, `models:/name@champion`, `models:/name/latest`, `runs:/<id>/model`, or a
+local checkpoint directory) back to a checkpoint directory plus where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from flows.home import apply_quiet_env, gptforge_home, mlflow_uri
+from model.checkpoint import CheckpointError, resolve_checkpoint
+from pipeline.config import ConfigError
+
+DEFAULT_MODEL_NAME = "gptforge"
+MODEL_ARTIFACT = "model"
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+TRAIN_RUN_TAG = "gptforge.train_run_id"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A checkpoint on local disk and the registry entry / run it belongs to."""
+
+    checkpoint: Path
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.name and self.version:
+            return f"{self.name}/{self.version}"
+        return self.uri
+
+
+def register_checkpoint(checkpoint: Path, name: str, dataset_digest: str) -> str:
+    """Log `checkpoint` as the active run's model and register it; returns the new version."""
+    apply_quiet_env()
+    info = mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=str(PYFUNC_CODE),
+        artifacts={"checkpoint": str(checkpoint)},
+        pip_requirements=["torch==2.13.0", "safetensors", "tiktoken", "gptforge"],
+        registered_model_name=name,
+        tags={"gptforge.dataset_digest": dataset_digest},
+    )
+    return str(info.registered_model_version)
+
+
+def resolve_model(ref: str) -> ModelRef:
+    """Where `ref` points, checked before anything is loaded; errors name the `model` field."""
+    if "://" not in ref and ":/" not in ref:
+        try:
+            return ModelRef(checkpoint=resolve_checkpoint(Path(ref)), uri=str(Path(ref).resolve()))
+        except CheckpointError as exc:
+            raise ConfigError("model", str(exc)) from exc
+    apply_quiet_env()
+    mlflow.set_tracking_uri(mlflow_uri())
+    client = MlflowClient()
+    name = version = run_id = None
+    try:
+        if ref.startswith("models:/"):
+            name, version = _registry_entry(client, ref.removeprefix("models:/"))
+            run_id = client.get_model_version(name, version).run_id
+            uri = f"models:/{name}/{version}"
+        elif ref.startswith("runs:/"):
+            run_id = ref.removeprefix("runs:/").split("/", 1)[0]
+            client.get_run(run_id)
+            uri = ref
+        else:
+            raise ConfigError(
+                "model", f"{ref!r}: use models:/NAME/VERSION, runs:/ID/model or a directory"
+            )
+        target = str(_cache_dir(uri))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=target))
+    except MlflowException as exc:
+        raise ConfigError("model", f"{ref!r} does not exist: {exc.message}") from exc
+    try:
+        checkpoint = resolve_checkpoint(local / "artifacts" / "checkpoint")
+    except CheckpointError as exc:
+        raise ConfigError("model", f"{ref!r} is not a gptforge model: {exc}") from exc
+    return ModelRef(checkpoint=checkpoint, uri=uri, name=name, version=version, run_id=run_id)
+
+
+def latest_version(name: str) -> str | None:
+    apply_quiet_env()
+    mlflow.set_tracking_uri(mlflow_uri())
+    versions = MlflowClient().search_model_versions(f"name='{name}'")
+    return max((str(v.version) for v in versions), key=int, default=None)
+
+
+def _registry_entry(client: MlflowClient, rest: str) -> tuple[str, str]:
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, str(client.get_model_version_by_alias(name, alias).version)
+    name, _, version = rest.partition("/")
+    if version in ("", "latest"):
+        latest = latest_version(name)
+        if latest is None:
+            raise ConfigError("model", f"registered model {name!r} has no versions")
+        return name, latest
+    return name, version
+
+
+def _cache_dir(uri: str) -> Path:
+    """Downloads land under the home directory, one folder per immutable model URI."""
+    safe = uri.replace(":/", "_").replace("/", "_").replace("@", "_")
+    path = gptforge_home() / "models" / safe
+    path.mkdir(parents=True, exist_ok=True)
+    return path

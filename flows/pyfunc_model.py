@@ -1,0 +1,39 @@
+"""The registered model's pyfunc face, logged as code (MLflow "models from code"): nothing is
+pickled. `mlflow.pyfunc.load_model("models:/gptforge/3").predict(["Once upon"])` generates.
+Our own tools skip this wrapper and load the safetensors checkpoint directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
+
+class GPTForgeModel(PythonModel):
+    def load_context(self, context: PythonModelContext) -> None:
+        from model.checkpoint import load_model
+
+        self.model = load_model(context.artifacts["checkpoint"])
+
+    def predict(
+        self, context: PythonModelContext, model_input: list[str], params: dict | None = None
+    ) -> list[str]:
+        from model.generate import generate_text
+        from model.sampling import SamplingConfig
+
+        prompts = _prompts(model_input)
+        settings = SamplingConfig(**(params or {}))
+        return [r.completion for r in generate_text(self.model, prompts, settings)]
+
+
+def _prompts(model_input: Any) -> list[str]:
+    if hasattr(model_input, "columns"):
+        column = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
+        return [str(p) for p in model_input[column]]
+    if isinstance(model_input, str):
+        return [model_input]
+    return [str(p) for p in model_input]
+
+
+mlflow.models.set_model(GPTForgeModel())

@@ -1,0 +1,250 @@
+"""The `train` flow: train a GPT on an ingested dataset, track it in MLflow, register it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.home import gptforge_home
+from flows.models import DEFAULT_MODEL_NAME, register_checkpoint
+from flows.progress import report
+from flows.tracking import (
+    DEFAULT_EXPERIMENT,
+    find_stage_run,
+    log_dataset,
+    run_link,
+    stage_run,
+)
+from model.checkpoint import CONFIG, TRAINER_STATE, WEIGHTS
+from model.config import preset as model_preset
+from model.data import Dataset
+from model.train import Callbacks, TrainResult, train
+from model.train_config import TrainConfig
+from pipeline.config import ConfigError
+
+INGEST_RUN_TAG = "gptforge.ingest_run_id"
+MODEL_VERSION_TAG = "gptforge.model_version"
+
+
+class MlflowCallbacks(Callbacks):
+    """Metrics by step to the MLflow run, progress to the terminal, lines to Prefect's log."""
+
+    def __init__(self, run_id: str, max_steps: int):
+        self.client = MlflowClient()
+        self.run_id = run_id
+        self.max_steps = max_steps
+        self.logger = get_run_logger()
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.client.log_batch(
+            self.run_id,
+            params=[
+                mlflow.entities.Param(f"resolved.{k}", str(v))
+                for k, v in info.items()
+                if k != "start_step"
+            ],
+        )
+        self.logger.info("training on %s in %s: %s", info["device"], info["precision"], info)
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id,
+            metrics=[mlflow.entities.Metric(k, v, now, step) for k, v in metrics.items()],
+        )
+        report("train", step, self.max_steps, metrics)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        self.logger.info("step %d/%d: %s", step, self.max_steps, shown)
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        self.logger.info("checkpoint at step %d: %s", step, path)
+
+
+@task(name="train-model", cache_policy=NO_CACHE)
+def train_task(cfg: TrainConfig, run_id: str) -> TrainResult:
+    """The training loop itself; a crash leaves the last checkpoint for `resume`."""
+    return train(cfg, MlflowCallbacks(run_id, cfg.max_steps))
+
+
+@task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def register_task(result: TrainResult, name: str) -> str:
+    """Weights + config (what generation needs) become a new registered model version."""
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "checkpoint"
+        staged.mkdir()
+        for file in (WEIGHTS, CONFIG):
+            shutil.copyfile(result.checkpoint / file, staged / file)
+        return register_checkpoint(staged, name, result.dataset_digest)
+
+
+@flow(name="train")
+def train_flow(
+    data_dir: str,
+    out_dir: str | None = None,
+    preset: str = "tiny",
+    model_overrides: dict[str, Any] | None = None,
+    max_steps: int = 200,
+    batch_size: int = 8,
+    grad_accum: int = 1,
+    learning_rate: float = 1e-3,
+    precision: str = "auto",
+    eval_interval: int = 50,
+    checkpoint_interval: int = 100,
+    resume: bool = False,
+    init_from: str | None = None,
+    seed: int = 1337,
+    experiment: str = DEFAULT_EXPERIMENT,
+    registered_model_name: str = DEFAULT_MODEL_NAME,
+) -> dict[str, Any]:
+    """Train a GPT from scratch (or continue one) on a dataset written by `ingest`.
+
+    Args:
+        data_dir: dataset directory with manifest.json and shards/ (from the ingest flow).
+        out_dir: where checkpoints go; default: a new folder under GPTFORGE_HOME/checkpoints.
+        preset: model size: tiny, small, mini, gpt2 or gpt2-medium.
+        model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
+        max_steps: optimizer steps to train to (a resumed run continues to this step).
+        batch_size: sequences per micro-batch (each block_size tokens long).
+        grad_accum: micro-batches accumulated per optimizer step.
+        learning_rate: peak learning rate after warmup; cosine decay to a tenth of it.
+        precision: auto, fp32, bf16 or fp16 (fp16 needs CUDA).
+        eval_interval: steps between validation-loss evaluations.
+        checkpoint_interval: steps between checkpoints (one is always written at the end).
+        resume: continue the run in out_dir exactly where its last checkpoint stopped.
+        init_from: start from these weights (a checkpoint directory) with a fresh optimizer.
+        seed: decides the initial weights and every training batch.
+        experiment: MLflow experiment.
+        registered_model_name: MLflow registered model that gets the new version.
+    """
+    logger = get_run_logger()
+    cfg = train_config(
+        data_dir=data_dir,
+        out_dir=out_dir,
+        preset=preset,
+        model_overrides=model_overrides,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        learning_rate=learning_rate,
+        precision=precision,
+        eval_interval=eval_interval,
+        checkpoint_interval=checkpoint_interval,
+        resume=resume,
+        init_from=init_from,
+        seed=seed,
+    )
+    dataset = Dataset.open(cfg.data_dir)
+    out = cfg.out_dir
+    ingest_run = find_stage_run(experiment, "ingest", dataset.digest)
+    with stage_run("train", experiment, run_name=f"train-{preset}-{out.name}") as run_id:
+        mlflow.log_params({"preset": preset} | cfg.to_params())
+        log_dataset(cfg.data_dir, dataset.digest, context="training")
+        if ingest_run:
+            mlflow.set_tag(INGEST_RUN_TAG, ingest_run)
+        result = train_task(cfg, run_id)
+        if result.plot:
+            mlflow.log_artifact(str(result.plot))
+        for file in (CONFIG, TRAINER_STATE):
+            mlflow.log_artifact(str(result.checkpoint / file), artifact_path="checkpoint")
+        version = register_task(result, registered_model_name)
+        mlflow.set_tag(MODEL_VERSION_TAG, f"{registered_model_name}/{version}")
+        final = {"final_train_loss": result.train_loss}
+        if result.val_loss is not None:
+            final["final_val_loss"] = result.val_loss
+        mlflow.log_metrics(final)
+        link = run_link(run_id)
+    summary = {
+        "mlflow_run_id": run_id,
+        "ingest_run_id": ingest_run,
+        "model_name": registered_model_name,
+        "model_version": version,
+        "model_uri": f"models:/{registered_model_name}/{version}",
+        "checkpoint": str(result.checkpoint),
+        "steps": result.steps,
+        "train_loss": result.train_loss,
+        "val_loss": result.val_loss,
+        "precision": result.precision,
+        "device": result.device,
+        "dataset_digest": result.dataset_digest,
+    }
+    create_markdown_artifact(
+        _summary_markdown(summary, link), key="training-summary", description="Training run"
+    )
+    logger.info("registered %s; MLflow %s", summary["model_uri"], link)
+    return summary
+
+
+def train_config(
+    data_dir: str,
+    out_dir: str | None,
+    preset: str = "tiny",
+    model_overrides: dict[str, Any] | None = None,
+    max_steps: int = 200,
+    batch_size: int = 8,
+    grad_accum: int = 1,
+    learning_rate: float = 1e-3,
+    precision: str = "auto",
+    eval_interval: int = 50,
+    checkpoint_interval: int = 100,
+    resume: bool = False,
+    init_from: str | None = None,
+    seed: int = 1337,
+    **tracking: str,
+) -> TrainConfig:
+    """The validated TrainConfig for flow/CLI settings (`tracking` settings are not its business).
+
+    Warmup, log cadence and the learning-rate floor follow from the other settings.
+    """
+    if out_dir is None and (resume or "RANK" in os.environ):
+        raise ConfigError("out_dir", "resume and torchrun need an explicit out_dir")
+    dataset = Dataset.open(Path(data_dir))
+    return TrainConfig(
+        data_dir=Path(data_dir),
+        out_dir=Path(out_dir) if out_dir else _new_out_dir(dataset.digest),
+        model=model_preset(preset, **(model_overrides or {})),
+        max_steps=max_steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        learning_rate=learning_rate,
+        min_lr=learning_rate / 10,
+        warmup_steps=min(100, max_steps // 10),
+        precision=precision,
+        eval_interval=eval_interval,
+        log_interval=max(1, min(10, eval_interval, max_steps // 20)),
+        checkpoint_interval=checkpoint_interval,
+        resume=resume,
+        init_from=Path(init_from) if init_from else None,
+        seed=seed,
+    )
+
+
+def _new_out_dir(digest: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return gptforge_home() / "checkpoints" / f"{stamp}-{digest[:8]}"
+
+
+def _summary_markdown(summary: dict[str, Any], link: str) -> str:
+    val = summary["val_loss"]
+    rows = [
+        ("model", f"`{summary['model_uri']}`"),
+        ("steps", summary["steps"]),
+        ("final train loss", f"{summary['train_loss']:.4f}"),
+        ("final val loss", "n/a (no validation split)" if val is None else f"{val:.4f}"),
+        ("precision / device", f"{summary['precision']} / {summary['device']}"),
+        ("checkpoint", f"`{summary['checkpoint']}`"),
+        ("dataset digest", f"`{summary['dataset_digest'][:16]}`"),
+        ("MLflow", link),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"# Training summary\n\n| | |\n|---|---|\n{table}\n\n```json\n{json.dumps(summary)}\n```"
