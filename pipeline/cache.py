@@ -18,7 +18,7 @@ import numpy as np
 
 MAGIC = b"GFDOC1\n\x00"
 HEADER = struct.Struct("<8sQQQ")  # magic, meta bytes, text bytes, token count
-EXTRACTOR_VERSION = "1"
+EXTRACTOR_VERSION = "2"
 
 
 @dataclass

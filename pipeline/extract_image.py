@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings as pywarnings
 
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
@@ -15,11 +14,7 @@ MULTI_PAGE_FORMATS = ("TIFF", "MPO")
 
 def extract_image(data: bytes, lang: str, timeout_s: float, max_pixels: int) -> Extraction:
     try:
-        with pywarnings.catch_warnings():
-            pywarnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ExtractionError(f"image refused as a decompression bomb: {exc}") from exc
+        image = _open_header(data)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ExtractionError(f"unreadable image: {exc}") from exc
     width, height = image.size
@@ -53,3 +48,15 @@ def extract_image(data: bytes, lang: str, timeout_s: float, max_pixels: int) -> 
         ocr_pages=pages,
         warnings=warnings,
     )
+
+
+def _open_header(data: bytes) -> Image.Image:
+    """Read only the header, with Pillow's own pixel limit (89 M, a warning, then an error at
+    twice that) off: `max_image_pixels` is checked on the size right after, in its own words,
+    before any pixel is decoded."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(io.BytesIO(data))
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit

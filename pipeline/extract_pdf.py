@@ -100,6 +100,7 @@ def _layer_text(page, number: int, warnings: list[str]) -> str:
         IndexError,
         ZeroDivisionError,
         RecursionError,
+        NotImplementedError,  # a stream filter pypdf lacks; the page is rendered and OCR'd
     ) as exc:
         warnings.append(f"page {number}: text layer unreadable ({type(exc).__name__}: {exc})")
         return ""

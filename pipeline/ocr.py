@@ -1,11 +1,19 @@
-"""Tesseract OCR on prepared page images: one single-threaded tesseract per worker process."""
+"""Tesseract OCR on prepared page images: one single-threaded tesseract per worker process.
+
+pytesseract is imported on first use: it imports pandas (~0.4 s), which text-only ingests and
+the planning process never need.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from collections.abc import Callable
 from functools import lru_cache
+from types import ModuleType
+from typing import TypeVar
 
-import pytesseract
 from PIL import Image, ImageOps
 
 from pipeline.config import ConfigError
@@ -16,18 +24,37 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 MAX_OCR_PIXELS = 5000 * 5000
 MIN_OCR_HEIGHT = 600
+# Mean word confidence (0-100) under which a page's orientation is checked. Clean text reads
+# at ~95; an upside-down page that --psm 1 did not turn reads as garbage at ~25-50.
+LOW_CONFIDENCE = 70.0
+T = TypeVar("T")
 
 
 class OcrError(RuntimeError):
     pass
 
 
+class OcrTimeoutError(OcrError):
+    pass
+
+
+def _pytesseract() -> ModuleType:
+    import pytesseract
+
+    return pytesseract
+
+
 @lru_cache(maxsize=1)
 def installed_languages() -> frozenset[str]:
+    """`tesseract --list-langs`, run directly so that checking settings imports nothing."""
     try:
-        return frozenset(pytesseract.get_languages(config=""))
-    except (pytesseract.TesseractNotFoundError, OSError) as exc:
+        listing = subprocess.run(
+            ["tesseract", "--list-langs"], capture_output=True, text=True, check=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
         raise OcrError("tesseract is not installed (apt-get install tesseract-ocr)") from exc
+    lines = listing.stdout.splitlines()
+    return frozenset(line.strip() for line in lines[1:] if line.strip())
 
 
 def check_languages(lang: str) -> None:
@@ -62,15 +89,88 @@ def prepare(image: Image.Image) -> Image.Image:
 
 
 def ocr_image(image: Image.Image, lang: str, timeout_s: float) -> str:
-    """OCR one page; orientation is detected (a sideways scan still reads)."""
+    """OCR one page within `timeout_s` in all.
+
+    --psm 1 turns sideways pages itself, and upside-down ones when they hold enough text; a
+    page that still reads with low confidence gets tesseract's orientation detection (OSD,
+    about half an OCR pass) and, if it is turned, a second pass, whichever reads better.
+    """
+    deadline = time.monotonic() + timeout_s
+    page = prepare(image)
+    text, confidence = _recognise(page, lang, deadline, timeout_s)
+    if confidence < LOW_CONFIDENCE:
+        angle = _orientation(page, deadline, timeout_s)
+        if angle:
+            turned = page.rotate(-angle, expand=True, fillcolor=255)
+            turned_text, turned_confidence = _recognise(turned, lang, deadline, timeout_s)
+            if turned_confidence > confidence:
+                text = turned_text
+    return normalize_text(text, "NFKC").strip()
+
+
+def _recognise(
+    page: Image.Image, lang: str, deadline: float, timeout_s: float
+) -> tuple[str, float]:
+    """The page's text (lines, blank lines between paragraphs) and mean word confidence."""
+    pytesseract = _pytesseract()
+    data = _call(
+        lambda remaining: pytesseract.image_to_data(
+            page,
+            lang=lang,
+            config="--psm 1",
+            timeout=remaining,
+            output_type=pytesseract.Output.DICT,
+        ),
+        deadline,
+        timeout_s,
+    )
+    parts: list[str] = []
+    confidences: list[float] = []
+    previous: tuple[int, int, int] | None = None
+    for i, word in enumerate(data["text"]):
+        if data["level"][i] != 5 or not word.strip():
+            continue
+        line = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
+        if previous is not None:
+            parts.append(" " if line == previous else "\n" if line[:2] == previous[:2] else "\n\n")
+        parts.append(word)
+        confidences.append(float(data["conf"][i]))
+        previous = line
+    return "".join(parts), sum(confidences) / len(confidences) if confidences else 100.0
+
+
+def _orientation(page: Image.Image, deadline: float, timeout_s: float) -> int:
+    """Degrees clockwise that would turn the page upright; 0 when OSD cannot tell."""
+    pytesseract = _pytesseract()
     try:
-        text = pytesseract.image_to_string(
-            prepare(image), lang=lang, config="--psm 1", timeout=timeout_s
+        osd = _call(
+            lambda remaining: pytesseract.image_to_osd(
+                page, config="--psm 0", timeout=remaining, output_type=pytesseract.Output.DICT
+            ),
+            deadline,
+            timeout_s,
         )
+    except OcrTimeoutError:
+        raise
+    except OcrError:
+        return 0  # too few characters to tell, or no osd model: keep the first reading
+    return int(osd.get("rotate", 0)) % 360
+
+
+def _call(run: Callable[[float], T], deadline: float, timeout_s: float) -> T:
+    """Run one tesseract call with what is left of the page's time; failures as OcrError."""
+    pytesseract = _pytesseract()
+    remaining = deadline - time.monotonic()
+    timed_out = OcrTimeoutError(f"OCR of one page took longer than ocr_timeout_s={timeout_s:g}")
+    if remaining <= 0:
+        raise timed_out
+    try:
+        return run(remaining)
+    except pytesseract.TesseractError as exc:  # a RuntimeError too: it must come first
+        raise OcrError(f"tesseract failed: {exc.message.strip()}") from exc
     except RuntimeError as exc:
         if "timeout" in str(exc).lower():
-            raise OcrError(f"OCR of one page took longer than ocr_timeout_s={timeout_s:g}") from exc
+            raise timed_out from exc
         raise OcrError(f"tesseract failed: {exc}") from exc
-    except pytesseract.TesseractError as exc:
-        raise OcrError(f"tesseract failed: {exc.message.strip()}") from exc
-    return normalize_text(text, "NFKC").strip()
+    except OSError as exc:
+        raise OcrError(f"tesseract could not run: {exc}") from exc

@@ -17,6 +17,7 @@ from extract_helpers import (
 )
 from PIL import Image
 
+from pipeline import ocr
 from pipeline.config import ConfigError
 from pipeline.extract_image import extract_image
 from pipeline.ocr import (
@@ -126,24 +127,34 @@ def test_a_tiff_with_a_truncated_last_frame_keeps_the_frames_before_it():
     assert extraction.warnings[0].startswith("frame 2: truncated or corrupt")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ocr.py ocr_image relies on tesseract --psm 1, which detects but does not "
-    "undo a 180-degree page orientation, so an upside-down scan is OCR'd into garbage "
-    "that is accepted as the page's text",
-)
 @pytest.mark.slow
 def test_an_upside_down_scan_is_read(text_image: Image.Image):
     upside_down = docgen.image_bytes(text_image.rotate(180), "PNG")
     assert_reads(image(upside_down).text, IMAGE_TEXT)
 
 
+def test_a_page_that_reads_confidently_skips_orientation_detection(
+    text_image: Image.Image, monkeypatch: pytest.MonkeyPatch
+):
+    def no_osd(*_: object) -> int:
+        raise AssertionError("OSD costs half an OCR pass; a clean page must not pay for it")
+
+    monkeypatch.setattr(ocr, "_orientation", no_osd)
+    assert_reads(ocr_image(text_image, LANG, OCR_TIMEOUT), IMAGE_TEXT)
+
+
 # --- images that must not be loaded -----------------------------------------------------------
 
 
 def test_an_image_whose_header_claims_a_huge_size_is_refused_unloaded():
-    with pytest.raises(ExtractionError, match="decompression bomb"):
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ExtractionError) as info:
         image(docgen.png_claiming_size(20_000, 20_000))
+    assert str(info.value) == (
+        "image is 20000x20000 = 400000000 pixels, over max_image_pixels=180000000 "
+        "(decompression bomb?)"
+    )
+    assert pillow_limit == Image.MAX_IMAGE_PIXELS, "Pillow's global limit is left as it was"
 
 
 def test_an_image_over_max_image_pixels_is_refused(text_image: Image.Image):
@@ -155,12 +166,6 @@ def test_an_image_over_max_image_pixels_is_refused(text_image: Image.Image):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: extract_image.py turns Pillow's own DecompressionBombWarning (at "
-    "Image.MAX_IMAGE_PIXELS = 89,478,485) into a refusal, so images between 89.5 M pixels "
-    "and max_image_pixels (default 180 M) are refused and raising the setting has no effect",
-)
 def test_an_image_under_max_image_pixels_is_not_refused_as_a_bomb():
     # 95 M pixels, under the 180 M default; no pixel data, so loading it fails as truncated
     with pytest.raises(ExtractionError) as info:
@@ -232,12 +237,6 @@ def test_a_tesseract_failure_is_an_ocr_error(text_image: Image.Image):
         ocr_image(text_image, "xyz", OCR_TIMEOUT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ocr.py ocr_image catches RuntimeError before pytesseract.TesseractError (a "
-    "RuntimeError subclass), so the TesseractError branch is dead and users see the "
-    "exception's tuple repr, '(1, \"Error opening data file ...\")'",
-)
 def test_a_tesseract_failure_reports_tesseracts_own_message(text_image: Image.Image):
     with pytest.raises(OcrError) as info:
         ocr_image(text_image, "xyz", OCR_TIMEOUT)
