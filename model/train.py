@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from model import checkpoint
 from model.config import GPTConfig
@@ -132,6 +132,41 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
     )
 
 
+def train_step(
+    runnable: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: list[tuple[Tensor, Tensor]],
+    precision: str,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """One optimizer step accumulated over `micro_batches`: the mean loss and the gradient norm
+    before clipping (0 = no clipping). A function of its own so benchmarks time exactly this."""
+    step_loss = torch.zeros((), device=device)
+    last = len(micro_batches) - 1
+    for micro, (x, y) in enumerate(micro_batches):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with no_sync_unless(micro == last, runnable):
+            with autocast(precision, device):
+                _, loss = runnable(x, y)
+            loss = loss / len(micro_batches)
+            (scaler.scale(loss) if scaler else loss).backward()
+        step_loss += loss.detach()
+    if scaler:
+        scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        runnable.parameters(), grad_clip if grad_clip > 0 else math.inf
+    )
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss, grad_norm
+
+
 def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks) -> TrainResult:
     world, device, precision = setup.world, setup.device, setup.precision
     torch.manual_seed(cfg.seed + world.rank)
@@ -166,28 +201,15 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks) -> TrainResult:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         runnable.train()
-        step_loss = 0.0
-        for micro in range(cfg.grad_accum):
-            first = (micro * world.size + world.rank) * cfg.batch_size
-            x, y = setup.train.batch(cfg.seed, step, first, cfg.batch_size)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with no_sync_unless(micro == cfg.grad_accum - 1, runnable):
-                with autocast(precision, device):
-                    _, loss = runnable(x, y)
-                loss = loss / cfg.grad_accum
-                (scaler.scale(loss) if scaler else loss).backward()
-            step_loss += loss.detach()
-        if scaler:
-            scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        micro_batches = [
+            setup.train.batch(
+                cfg.seed, step, (micro * world.size + world.rank) * cfg.batch_size, cfg.batch_size
+            )
+            for micro in range(cfg.grad_accum)
+        ]
+        step_loss, grad_norm = train_step(
+            runnable, optimizer, micro_batches, precision, device, scaler, cfg.grad_clip
         )
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         window_loss += float(step_loss)
         window_steps += 1
