@@ -51,6 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--experiment", default="gptforge", help="MLflow experiment")
     train.add_argument("--model-name", default="gptforge", help="MLflow registered model")
 
+    gen = commands.add_parser("generate", help="batch generation job, or stream one prompt")
+    gen.add_argument("--model", required=True, help="models:/NAME/VERSION, runs:/ID/model, dir")
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompts", help=".txt (one per line) or .jsonl with overrides")
+    source.add_argument("--prompt", help="one prompt: stream the completion to the terminal")
+    gen.add_argument("--temperature", type=float, nargs="+", default=[0.8])
+    gen.add_argument("--top-k", type=int, nargs="+", default=[50])
+    gen.add_argument("--top-p", type=float, nargs="+", default=[0.95])
+    gen.add_argument("--repetition-penalty", type=float, nargs="+", default=[1.0])
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--greedy", action="store_true", help="do_sample=False")
+    gen.add_argument("--stop", action="append", default=[], metavar="TEXT")
+    gen.add_argument("--num-return-sequences", type=int, default=1)
+    gen.add_argument("--batch-size", type=int, default=8)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--out", default=None, help="JSONL file for the generation records")
+    gen.add_argument("--experiment", default="gptforge", help="MLflow experiment")
+
     sample = commands.add_parser("sample", help="write the bundled sample corpus to a directory")
     sample.add_argument("out", help="directory to (re)create")
     return parser
@@ -161,6 +179,68 @@ def run_train_worker(settings: dict) -> int:
     return 0
 
 
+def run_generate(args: argparse.Namespace) -> int:
+    from flows.home import apply_quiet_env
+
+    apply_quiet_env()
+    sweep = {
+        "temperature": _one_or_list(args.temperature),
+        "top_k": _one_or_list(args.top_k),
+        "top_p": _one_or_list(args.top_p),
+        "repetition_penalty": _one_or_list(args.repetition_penalty),
+        "max_new_tokens": args.max_new_tokens,
+        "do_sample": not args.greedy,
+        "stop": args.stop,
+        "seed": args.seed,
+    }
+    if args.prompt is not None:
+        return stream_one(args.model, args.prompt, sweep)
+    from flows.generate import generate_flow
+
+    with ProgressBar(unit="output") as bar:
+        set_progress_sink(bar.update)
+        result = generate_flow(
+            model=args.model,
+            prompts_file=args.prompts,
+            num_return_sequences=args.num_return_sequences,
+            batch_size=args.batch_size,
+            out=args.out,
+            experiment=args.experiment,
+            **sweep,
+        )
+        set_progress_sink(None)
+    for label, metrics in result["metrics"].items():
+        shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items())
+        print(f"{label}: {shown}")
+    print(f"{result['outputs']} generation records: {result['records']}")
+    print(f"MLflow run: {result['mlflow_run_id']}")
+    return 0
+
+
+def stream_one(model_ref: str, prompt: str, sweep: dict) -> int:
+    """Interactive use: no flow, no tracking, tokens printed as they are sampled."""
+    from flows.models import resolve_model
+    from model.checkpoint import load_model
+    from model.generate import Generation, stream
+    from model.generation_job import SWEEPABLE, sampling_grid
+    from pipeline.tokenizer import decode, encode
+
+    first = {k: v[0] if k in SWEEPABLE and isinstance(v, list) else v for k, v in sweep.items()}
+    (settings,) = sampling_grid(first)
+    model = load_model(resolve_model(model_ref).checkpoint)
+    print(prompt, end="", flush=True)
+    for event in stream(model, [encode(prompt)], settings, decode=decode):
+        if isinstance(event, Generation):
+            print(f"\n[{event.finish_reason}, {event.tokens_per_second:.1f} tokens/s]")
+        else:
+            print(event.text, end="", flush=True)
+    return 0
+
+
+def _one_or_list(values: list) -> object:
+    return values[0] if len(values) == 1 else values
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, int | float | bool]:
     """`--set n_layer=3 --set dropout=0.1` -> {"n_layer": 3, "dropout": 0.1}."""
     out: dict[str, int | float | bool] = {}
@@ -210,7 +290,12 @@ class ProgressBar:
             self._bar.close()
 
 
-COMMANDS = {"ingest": run_ingest, "train": run_train, "sample": run_sample}
+COMMANDS = {
+    "ingest": run_ingest,
+    "train": run_train,
+    "generate": run_generate,
+    "sample": run_sample,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,6 +4,8 @@ local checkpoint directory) back to a checkpoint directory plus where it came fr
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flows.home import apply_quiet_env, gptforge_home, mlflow_uri
-from model.checkpoint import CheckpointError, resolve_checkpoint
+from model.checkpoint import CONFIG, WEIGHTS, CheckpointError, resolve_checkpoint
 from pipeline.config import ConfigError
 
 DEFAULT_MODEL_NAME = "gptforge"
@@ -39,16 +41,22 @@ class ModelRef:
 
 
 def register_checkpoint(checkpoint: Path, name: str, dataset_digest: str) -> str:
-    """Log `checkpoint` as the active run's model and register it; returns the new version."""
+    """Log `checkpoint`'s weights + config (what generation needs; no optimizer state) as the
+    active run's model and register it; returns the new version."""
     apply_quiet_env()
-    info = mlflow.pyfunc.log_model(
-        name=MODEL_ARTIFACT,
-        python_model=str(PYFUNC_CODE),
-        artifacts={"checkpoint": str(checkpoint)},
-        pip_requirements=["torch==2.13.0", "safetensors", "tiktoken", "gptforge"],
-        registered_model_name=name,
-        tags={"gptforge.dataset_digest": dataset_digest},
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "checkpoint"
+        staged.mkdir()
+        for file in (WEIGHTS, CONFIG):
+            shutil.copyfile(Path(checkpoint) / file, staged / file)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=str(PYFUNC_CODE),
+            artifacts={"checkpoint": str(staged)},
+            pip_requirements=["torch==2.13.0", "safetensors", "tiktoken", "gptforge"],
+            registered_model_name=name,
+            tags={"gptforge.dataset_digest": dataset_digest},
+        )
     return str(info.registered_model_version)
 
 

@@ -19,12 +19,13 @@ class GPTForgeModel(PythonModel):
     def predict(
         self, context: PythonModelContext, model_input: list[str], params: dict | None = None
     ) -> list[str]:
-        from model.generate import generate_text
+        from model.generate import generate
         from model.sampling import SamplingConfig
+        from pipeline.tokenizer import decode, encode
 
-        prompts = _prompts(model_input)
+        prompts = [encode(p) for p in _prompts(model_input)]
         settings = SamplingConfig(**(params or {}))
-        return [r.completion for r in generate_text(self.model, prompts, settings)]
+        return [g.text for g in generate(self.model, prompts, settings, decode=decode)]
 
 
 def _prompts(model_input: Any) -> list[str]:

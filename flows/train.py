@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from flows.tracking import (
     run_link,
     stage_run,
 )
-from model.checkpoint import CONFIG, TRAINER_STATE, WEIGHTS
+from model.checkpoint import CONFIG, TRAINER_STATE
 from model.config import preset as model_preset
 from model.data import Dataset
 from model.train import Callbacks, TrainResult, train
@@ -80,12 +78,7 @@ def train_task(cfg: TrainConfig, run_id: str) -> TrainResult:
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def register_task(result: TrainResult, name: str) -> str:
     """Weights + config (what generation needs) become a new registered model version."""
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / "checkpoint"
-        staged.mkdir()
-        for file in (WEIGHTS, CONFIG):
-            shutil.copyfile(result.checkpoint / file, staged / file)
-        return register_checkpoint(staged, name, result.dataset_digest)
+    return register_checkpoint(result.checkpoint, name, result.dataset_digest)
 
 
 @flow(name="train")

@@ -1,0 +1,277 @@
+"""The `generate` flow: a batch generation job over prompts and a grid of sampling settings,
+written as JSONL generation records and logged to MLflow as a reviewable table."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.home import gptforge_home
+from flows.models import ModelRef, resolve_model
+from flows.progress import report
+from flows.tracking import DEFAULT_EXPERIMENT, run_link, stage_run
+from flows.train import MODEL_VERSION_TAG
+from model.checkpoint import CONFIG, load_model
+from model.config import GPTConfig
+from model.diversity import diversity
+from model.generate import Generation, generate, validate_prompts
+from model.generation_job import Prompt, load_prompts, sampling_grid, setting_label, with_overrides
+from model.plots import plot_diversity
+from model.sampling import SamplingConfig
+from pipeline.tokenizer import decode, encode
+
+TRAIN_RUN_TAG = "gptforge.train_run_id"
+MODEL_URI_TAG = "gptforge.model_uri"
+TABLE_FILE = "generations.json"
+Sweep = float | list[float]
+
+
+@task(name="generate-batch", cache_policy=NO_CACHE)
+def generate_task(
+    ref: ModelRef,
+    prompts: list[Prompt],
+    grid: list[SamplingConfig],
+    num_return_sequences: int,
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """Run every (setting, prompt) pair, batching prompts that share effective settings."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(ref.checkpoint, device)
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    tokens = [encode(p.text) for p in prompts]
+    records, done, total = [], 0, len(grid) * len(prompts) * num_return_sequences
+    for setting_index, base in enumerate(grid):
+        groups: dict[SamplingConfig, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(with_overrides(base, prompt.overrides), []).append(i)
+        for settings, indices in groups.items():
+            outputs = generate(
+                model,
+                [tokens[i] for i in indices],
+                settings,
+                num_return_sequences=num_return_sequences,
+                batch_size=batch_size,
+                decode=decode,
+                device=device,
+                autocast_dtype=autocast,
+            )
+            for out in outputs:
+                index = indices[out.prompt_index]
+                records.append(
+                    _record(prompts[index].text, index, out, settings, setting_index, ref)
+                )
+            done += len(outputs)
+            report("generate", done, total)
+    return sorted(records, key=lambda r: (r["setting_index"], r["prompt_index"], r["sample_index"]))
+
+
+@flow(name="generate")
+def generate_flow(
+    model: str,
+    prompts: list[str] | None = None,
+    prompts_file: str | None = None,
+    temperature: Sweep = 0.8,
+    top_k: int | list[int] = 50,
+    top_p: Sweep = 0.95,
+    repetition_penalty: Sweep = 1.0,
+    max_new_tokens: int = 64,
+    do_sample: bool = True,
+    stop: list[str] | None = None,
+    num_return_sequences: int = 1,
+    batch_size: int = 8,
+    seed: int = 0,
+    out: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+) -> dict[str, Any]:
+    """Generate completions for every prompt under every sampling setting.
+
+    Args:
+        model: `models:/NAME/VERSION`, `models:/NAME@ALIAS`, `models:/NAME/latest`,
+            `runs:/RUN_ID/model`, or a checkpoint directory.
+        prompts: prompts given inline.
+        prompts_file: a .txt file (one prompt per line) or .jsonl ({"prompt": ..., plus any
+            sampling setting to override for that prompt}).
+        temperature: a value or a list to sweep (0 = greedy).
+        top_k: keep the k most likely tokens (0 = off); a value or a list to sweep.
+        top_p: nucleus sampling threshold in (0, 1]; a value or a list to sweep.
+        repetition_penalty: > 0, 1 = off; a value or a list to sweep.
+        max_new_tokens: completion length limit.
+        do_sample: false = greedy decoding.
+        stop: strings that end a completion (not included in it).
+        num_return_sequences: completions per prompt and setting.
+        batch_size: sequences decoded together.
+        seed: each output's randomness depends only on (seed, prompt, sample index).
+        out: JSONL file for the records (default: under GPTFORGE_HOME/generations/).
+        experiment: MLflow experiment.
+    """
+    logger = get_run_logger()
+    job = load_prompts(prompts, prompts_file)
+    grid = sampling_grid(
+        {
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "repetition_penalty": repetition_penalty,
+            "max_new_tokens": max_new_tokens,
+            "do_sample": do_sample,
+            "stop": tuple(stop or ()),
+            "seed": seed,
+        }
+    )
+    for settings in grid:
+        for prompt in job:
+            with_overrides(settings, prompt.overrides)
+    ref = resolve_model(model)
+    config = GPTConfig.load(ref.checkpoint / CONFIG)
+    validate_prompts([encode(p.text) for p in job], config.block_size, config.vocab_size)
+    out_path = Path(out) if out else _default_out()
+    logger.info("%d prompts x %d settings with %s", len(job), len(grid), ref.label)
+    with stage_run("generate", experiment, run_name=f"generate-{ref.label}") as run_id:
+        mlflow.log_params(
+            {
+                "model": ref.uri,
+                "prompts": len(job),
+                "prompts_file": prompts_file or "",
+                "temperature": temperature,
+                "top_k": top_k,
+                "top_p": top_p,
+                "repetition_penalty": repetition_penalty,
+                "max_new_tokens": max_new_tokens,
+                "do_sample": do_sample,
+                "stop": json.dumps(stop or []),
+                "num_return_sequences": num_return_sequences,
+                "batch_size": batch_size,
+                "seed": seed,
+                "settings_in_grid": len(grid),
+            }
+        )
+        mlflow.set_tags(_model_tags(ref))
+        started = time.perf_counter()
+        records = generate_task(ref, job, grid, num_return_sequences, batch_size)
+        elapsed = time.perf_counter() - started
+        _write_jsonl(out_path, records)
+        mlflow.log_artifact(str(out_path))
+        mlflow.log_table(_table(records), artifact_file=TABLE_FILE)
+        by_setting = _metrics_by_setting(records, grid)
+        for label, metrics in by_setting.items():
+            mlflow.log_metrics({f"{k}.{label}": v for k, v in metrics.items()})
+        mlflow.log_metrics(
+            {
+                "outputs": len(records),
+                "tokens_per_s": sum(r["completion_tokens"] for r in records) / elapsed,
+            }
+        )
+        if len({s.temperature for s in grid}) > 1:
+            mlflow.log_artifact(str(plot_diversity(by_setting, grid, out_path.with_suffix(".png"))))
+        link = run_link(run_id)
+    create_table_artifact(
+        [
+            {
+                "setting": r["setting"],
+                "prompt": r["prompt"][:60],
+                "completion": r["completion"][:160],
+                "finish": r["finish_reason"],
+                "tokens": r["completion_tokens"],
+            }
+            for r in records[:200]
+        ],
+        key="generations",
+        description=f"{len(records)} generations by {ref.label}; MLflow {link}",
+    )
+    logger.info("%d records in %s; MLflow %s", len(records), out_path, link)
+    return {
+        "records": str(out_path),
+        "mlflow_run_id": run_id,
+        "outputs": len(records),
+        "model": ref.label,
+        "metrics": by_setting,
+        "samples": [r["completion"] for r in records[:3]],
+    }
+
+
+def _record(
+    prompt: str,
+    prompt_index: int,
+    out: Generation,
+    settings: SamplingConfig,
+    setting_index: int,
+    ref: ModelRef,
+) -> dict[str, Any]:
+    """One generation record, exactly the fields docs/generation.md lists."""
+    return {
+        "prompt": prompt,
+        "completion": out.text,
+        "prompt_index": prompt_index,
+        "sample_index": out.sample_index,
+        "setting": setting_label(settings),
+        "setting_index": setting_index,
+        **settings.to_json(),
+        "finish_reason": out.finish_reason,
+        "prompt_tokens": out.num_prompt_tokens,
+        "completion_tokens": out.num_completion_tokens,
+        "model": ref.label,
+        "model_uri": ref.uri,
+        "model_name": ref.name,
+        "model_version": ref.version,
+        "train_run_id": ref.run_id,
+        "seconds": round(out.seconds, 4),
+        "tokens_per_second": round(out.tokens_per_second, 2),
+        "completion_token_ids": out.tokens,
+    }
+
+
+def _metrics_by_setting(
+    records: list[dict[str, Any]], grid: list[SamplingConfig]
+) -> dict[str, dict[str, float]]:
+    metrics = {}
+    for settings in grid:
+        label = setting_label(settings)
+        rows = [r for r in records if r["setting"] == label]
+        completions = [r["completion_token_ids"] for r in rows]
+        seconds = sum(r["seconds"] for r in rows) or 1e-9
+        metrics[label] = {
+            "mean_completion_tokens": sum(map(len, completions)) / max(1, len(completions)),
+            "tokens_per_s": sum(map(len, completions)) / seconds,
+            **diversity(completions),
+        }
+    return metrics
+
+
+def _table(records: list[dict[str, Any]]) -> dict[str, list]:
+    """Column-wise rows for `mlflow.log_table`; token ids stay in the JSONL only."""
+    columns = [k for k in records[0] if k != "completion_token_ids"]
+    return {
+        c: [json.dumps(r[c]) if isinstance(r[c], list) else r[c] for r in records] for c in columns
+    }
+
+
+def _model_tags(ref: ModelRef) -> dict[str, str]:
+    tags = {MODEL_URI_TAG: ref.uri}
+    if ref.name and ref.version:
+        tags[MODEL_VERSION_TAG] = f"{ref.name}/{ref.version}"
+    if ref.run_id:
+        tags[TRAIN_RUN_TAG] = ref.run_id
+    return tags
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _default_out() -> Path:
+    return gptforge_home() / "generations" / f"{time.strftime('%Y%m%d-%H%M%S')}.jsonl"

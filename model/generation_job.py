@@ -1,0 +1,91 @@
+"""A batch generation job as data: prompts (list, .txt or .jsonl with per-prompt overrides)
+and a grid of sampling settings, all validated before any model is loaded."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from model.sampling import SamplingConfig
+from pipeline.config import ConfigError
+
+SWEEPABLE = ("temperature", "top_k", "top_p", "repetition_penalty")
+SETTING_NAMES = tuple(f.name for f in fields(SamplingConfig))
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    overrides: dict[str, Any]
+
+
+def load_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[Prompt]:
+    """Prompts from a list and/or a file: `.jsonl` lines are {"prompt": ..., <setting>: ...},
+    anything else is one prompt per non-empty line."""
+    found = [Prompt(p, {}) for p in prompts or []]
+    if prompts_file:
+        path = Path(prompts_file)
+        if not path.is_file():
+            raise ConfigError("prompts_file", f"{path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            found += [_jsonl_prompt(line, n, path) for n, line in _lines(text)]
+        else:
+            found += [Prompt(line, {}) for _, line in _lines(text)]
+        if not found:
+            raise ConfigError("prompts_file", f"{path} holds no prompts")
+    if not found:
+        raise ConfigError("prompts", "give prompts or a prompts_file")
+    if any(not p.text for p in found):
+        raise ConfigError("prompts", "a prompt is empty")
+    return found
+
+
+def sampling_grid(base: dict[str, Any]) -> list[SamplingConfig]:
+    """Every combination of the swept settings (lists), each one validated."""
+    axes = {
+        k: (v if isinstance(v, list | tuple) else [v]) for k, v in base.items() if k in SWEEPABLE
+    }
+    for name, values in axes.items():
+        if not values:
+            raise ConfigError(name, "an empty list sweeps nothing; give at least one value")
+    fixed = {k: v for k, v in base.items() if k not in SWEEPABLE}
+    return [
+        SamplingConfig(**fixed, **dict(zip(axes, combo, strict=True)))
+        for combo in itertools.product(*axes.values())
+    ]
+
+
+def with_overrides(settings: SamplingConfig, overrides: dict[str, Any]) -> SamplingConfig:
+    return SamplingConfig(**(settings.to_json() | overrides)) if overrides else settings
+
+
+def setting_label(settings: SamplingConfig) -> str:
+    """A short, stable name for one grid point, e.g. `t0.7-k50-p0.9-r1`."""
+    if settings.greedy:
+        return f"greedy-r{settings.repetition_penalty:g}"
+    return (
+        f"t{settings.temperature:g}-k{settings.top_k}-p{settings.top_p:g}"
+        f"-r{settings.repetition_penalty:g}"
+    )
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _jsonl_prompt(line: str, number: int, path: Path) -> Prompt:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("prompts_file", f"{path}:{number}: not JSON ({exc.msg})") from exc
+    if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+        raise ConfigError("prompts_file", f'{path}:{number}: needs {{"prompt": "..."}}')
+    overrides = {k: v for k, v in row.items() if k != "prompt"}
+    unknown = sorted(set(overrides) - set(SETTING_NAMES))
+    if unknown:
+        raise ConfigError("prompts_file", f"{path}:{number}: unknown setting {unknown[0]!r}")
+    return Prompt(row["prompt"], overrides)

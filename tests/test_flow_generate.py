@@ -1,0 +1,152 @@
+"""The `generate` flow: records on disk and in MLflow, linked to the model version and the
+training run; every invalid setting refused before a model is loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from prefect.artifacts import Artifact
+from train_helpers import micro_config
+
+from flows.generate import MODEL_URI_TAG, TRAIN_RUN_TAG, generate_flow
+from flows.home import mlflow_uri
+from flows.models import register_checkpoint
+from flows.tracking import STAGE_TAG, stage_run
+from flows.train import MODEL_VERSION_TAG
+from model.train import train
+from pipeline.config import ConfigError
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
+RECORD_FIELDS = {
+    *SETTINGS,
+    "prompt",
+    "completion",
+    "max_new_tokens",
+    "seed",
+    "stop",
+    "eos_token_id",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "model",
+    "model_version",
+    "train_run_id",
+    "seconds",
+    "tokens_per_second",
+}
+
+
+@pytest.fixture(scope="module")
+def registered(prefect, token_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A micro model trained for a few steps and registered as `gen-test`, as `train` would."""
+    out = tmp_path_factory.mktemp("gen-model")
+    result = train(micro_config(token_data, out, max_steps=2))
+    with stage_run("train", "gptforge") as run_id:
+        version = register_checkpoint(result.checkpoint, "gen-test", result.dataset_digest)
+    return {"uri": f"models:/gen-test/{version}", "run_id": run_id, "version": version}
+
+
+def test_a_sweep_writes_records_table_params_tags_and_metrics(
+    registered: dict, tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "The model"}\n{"prompt": "Data flows", "max_new_tokens": 3}\n')
+    out = tmp_path / "gen.jsonl"
+    result = generate_flow(
+        model=registered["uri"],
+        prompts_file=str(prompts),
+        temperature=[0.5, 1.0],
+        top_k=20,
+        max_new_tokens=6,
+        num_return_sequences=2,
+        out=str(out),
+    )
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == result["outputs"] == 2 * 2 * 2
+    assert all(set(r) >= RECORD_FIELDS for r in records)
+    assert {r["temperature"] for r in records} == {0.5, 1.0}
+    assert all(r["model"] == f"gen-test/{registered['version']}" for r in records)
+    assert all(r["train_run_id"] == registered["run_id"] for r in records)
+    short = [r for r in records if r["prompt"] == "Data flows"]
+    assert all(r["max_new_tokens"] == 3 and r["completion_tokens"] <= 3 for r in short)
+    assert all(r["finish_reason"] in ("eos", "length") for r in records)
+
+    mlflow.set_tracking_uri(mlflow_uri())
+    run = mlflow.get_run(result["mlflow_run_id"])
+    assert run.data.tags[STAGE_TAG] == "generate"
+    assert run.data.tags[MODEL_VERSION_TAG] == f"gen-test/{registered['version']}"
+    assert run.data.tags[TRAIN_RUN_TAG] == registered["run_id"]
+    assert run.data.tags[MODEL_URI_TAG] == registered["uri"]
+    assert run.data.params["temperature"] == "[0.5, 1.0]" and run.data.params["top_k"] == "20"
+    for label in ("t0.5-k20-p0.95-r1", "t1-k20-p0.95-r1"):
+        for metric in (
+            "distinct_1",
+            "distinct_2",
+            "repeated_3gram_rate",
+            "tokens_per_s",
+            "mean_completion_tokens",
+        ):
+            assert f"{metric}.{label}" in run.data.metrics
+    table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/generations.json")
+    assert len(table["data"]) == len(records)
+    assert set(SETTINGS) | {"prompt", "completion", "finish_reason"} <= set(table["columns"])
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"gen.jsonl", "gen.png", "generations.json"} <= artifacts
+    artifact = Artifact.get("generations")
+    assert artifact is not None and "t0.5-k20-p0.95-r1" in str(artifact.data)
+
+
+def test_the_same_job_gives_the_same_text(registered: dict, tmp_path: Path) -> None:
+    runs = [
+        generate_flow(
+            model=registered["uri"],
+            prompts=["Tokens", "The shards are"],
+            max_new_tokens=5,
+            batch_size=batch,
+            out=str(tmp_path / f"b{batch}.jsonl"),
+        )
+        for batch in (1, 4)
+    ]
+    texts = [
+        [json.loads(line)["completion"] for line in Path(r["records"]).read_text().splitlines()]
+        for r in runs
+    ]
+    assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize(
+    ("settings", "field", "allowed"),
+    [
+        ({"temperature": -0.1}, "temperature", ">= 0"),
+        ({"top_p": 1.5}, "top_p", "(0, 1]"),
+        ({"top_p": [0.9, 0.0]}, "top_p", "(0, 1]"),
+        ({"top_k": -1}, "top_k", ">= 0"),
+        ({"repetition_penalty": 0.0}, "repetition_penalty", "> 0"),
+        ({"max_new_tokens": 0}, "max_new_tokens", ">= 1"),
+        ({"model": "models:/no-such-model/7"}, "model", "does not exist"),
+        ({"prompts": ["word " * 40]}, "prompts", "block_size=32"),
+    ],
+)
+def test_invalid_settings_are_refused_before_loading_the_model(
+    registered: dict, settings: dict, field: str, allowed: str
+) -> None:
+    job = {"model": registered["uri"], "prompts": ["Hello"]} | settings
+    with pytest.raises(ConfigError) as err:
+        generate_flow(**job)
+    assert err.value.field == field and allowed in str(err.value)
+
+
+def test_empty_and_malformed_prompt_files_are_refused(registered: dict, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok", "temprature": 0.3}\n')
+    for path, message in [(empty, "holds no prompts"), (bad, "unknown setting 'temprature'")]:
+        with pytest.raises(ConfigError, match=message) as err:
+            generate_flow(model=registered["uri"], prompts_file=str(path))
+        assert err.value.field == "prompts_file"
