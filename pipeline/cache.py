@@ -13,6 +13,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -43,18 +44,18 @@ class ExtractionCache:
     def has(self, key: str) -> bool:
         return self.read_meta(key) is not None
 
-    def put(self, key: str, meta: dict, text: str, tokens: np.ndarray) -> None:
+    def put(self, key: str, meta: dict, text_utf8: bytes, tokens: np.ndarray) -> None:
+        """Store an entry; the caller passes the text already encoded (it hashed those bytes)."""
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         meta_bytes = json.dumps(meta, sort_keys=True).encode()
-        text_bytes = text.encode("utf-8")
         tokens = np.ascontiguousarray(tokens, dtype="<u2")
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
-            fh.write(HEADER.pack(MAGIC, len(meta_bytes), len(text_bytes), len(tokens)))
+            fh.write(HEADER.pack(MAGIC, len(meta_bytes), len(text_utf8), len(tokens)))
             fh.write(meta_bytes)
-            fh.write(text_bytes)
-            fh.write(tokens.tobytes())
+            fh.write(text_utf8)
+            fh.write(tokens.data)
         os.replace(tmp, final)
 
     def read_meta(self, key: str) -> dict | None:
@@ -65,15 +66,26 @@ class ExtractionCache:
     def get(self, key: str) -> CacheEntry | None:
         return self._open(key, with_body=True)
 
-    def _open(self, key: str, with_body: bool) -> CacheEntry | None:
-        path = self.path(key)
+    def tokens(self, key: str) -> np.ndarray | None:
+        """Only the entry's tokens (all that shards need): the text is skipped, not decoded."""
         try:
-            with open(path, "rb") as fh:
-                magic, n_meta, n_text, n_tokens = HEADER.unpack(fh.read(HEADER.size))
-                if magic != MAGIC:
+            with open(self.path(key), "rb") as fh:
+                sizes = self._sizes(fh)
+                if sizes is None:
                     return None
-                if os.fstat(fh.fileno()).st_size != HEADER.size + n_meta + n_text + 2 * n_tokens:
+                n_meta, n_text, n_tokens = sizes
+                fh.seek(HEADER.size + n_meta + n_text)
+                return np.frombuffer(fh.read(2 * n_tokens), dtype="<u2")
+        except (OSError, struct.error):
+            return None
+
+    def _open(self, key: str, with_body: bool) -> CacheEntry | None:
+        try:
+            with open(self.path(key), "rb") as fh:
+                sizes = self._sizes(fh)
+                if sizes is None:
                     return None
+                n_meta, n_text, n_tokens = sizes
                 meta = json.loads(fh.read(n_meta))
                 if not with_body:
                     return CacheEntry(meta, "", np.empty(0, dtype="<u2"))
@@ -82,3 +94,13 @@ class ExtractionCache:
         except (OSError, struct.error, ValueError):
             return None
         return CacheEntry(meta, text, tokens)
+
+    @staticmethod
+    def _sizes(fh: BinaryIO) -> tuple[int, int, int] | None:
+        """(meta, text, token count) from the header, or None for a foreign or partial file."""
+        magic, n_meta, n_text, n_tokens = HEADER.unpack(fh.read(HEADER.size))
+        if magic != MAGIC:
+            return None
+        if os.fstat(fh.fileno()).st_size != HEADER.size + n_meta + n_text + 2 * n_tokens:
+            return None
+        return n_meta, n_text, n_tokens

@@ -31,7 +31,7 @@ from pipeline.ocr import check_languages
 from pipeline.records import FileRecord, Kind, Status
 from pipeline.shards import ShardWriter, commit
 from pipeline.sniff import SNIFF_BYTES, sniff
-from pipeline.workers import WorkerPool
+from pipeline.workers import WorkerPool, start_forkserver
 
 Progress = Callable[[str, int, int], None]
 EMPTY_REASONS = {
@@ -68,7 +68,13 @@ def ingest(cfg: IngestConfig, progress: Progress | None = None) -> dict[str, Any
 
 def open_pool(cfg: IngestConfig, jobs: int) -> WorkerPool:
     """Extraction processes: no more than there are jobs, each killed at `file_timeout_s`."""
-    return WorkerPool(run_job, max(1, min(cfg.workers, jobs)), cfg.file_timeout_s, failed)
+    workers = max(1, min(cfg.workers, jobs))
+    return WorkerPool(run_job, workers, cfg.file_timeout_s, failed, may_queue=is_quick)
+
+
+def is_quick(job: ExtractJob) -> bool:
+    """Text, code and notebooks take milliseconds; PDFs and images may take minutes of OCR."""
+    return job.kind not in (Kind.PDF, Kind.IMAGE)
 
 
 def cache_for(cfg: IngestConfig) -> ExtractionCache:
@@ -90,7 +96,11 @@ def locked(out: Path) -> Iterator[None]:
 
 
 def plan(cfg: IngestConfig) -> Plan:
-    """Discover, hash and classify every file; answer what the cache already knows."""
+    """Discover, hash and classify every file; answer what the cache already knows.
+
+    The first file the cache cannot answer starts the extraction server, so that its start
+    (imports, tokenizer) overlaps the rest of planning; a fully cached run never starts it.
+    """
     found = discover(cfg)
     cache = cache_for(cfg)
     work = Plan(cfg=cfg, records=[], pruned=found.pruned)
@@ -126,6 +136,8 @@ def plan(cfg: IngestConfig) -> Plan:
             if meta is not None:
                 apply_result(record, {"status": Status.OK, **meta})
             else:
+                if not work.jobs:
+                    start_forkserver()
                 work.jobs.append((len(work.records) - 1, _job(cfg, record, key, cache)))
     return work
 
@@ -169,11 +181,11 @@ def assemble(work: Plan) -> dict[str, Any]:
     for record in work.records:
         if record.status != Status.OK:
             continue
-        entry = cache.get(cache_key(record.sha256, record.kind, cfg.extraction_key()))
-        if entry is None:
+        tokens = cache.tokens(cache_key(record.sha256, record.kind, cfg.extraction_key()))
+        if tokens is None:
             raise IngestError(f"cache entry for {record.path} vanished during ingest")
         record.split = split_of(record.doc_sha256, cfg.val_fraction)
-        record.shard, record.offset = writers[record.split].add(entry.tokens)
+        record.shard, record.offset = writers[record.split].add(tokens)
         record.shard = f"shards/{record.shard}"
     shards = {split: writers[split].close() for split in SPLITS}
     manifest_path = cfg.out / MANIFEST_NAME

@@ -10,14 +10,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.cache import ExtractionCache
 from pipeline.extract_image import extract_image
 from pipeline.extract_pdf import extract_pdf
 from pipeline.extract_text import extract_notebook, extract_plain
 from pipeline.records import Extraction, ExtractionError, Kind, Status
-from pipeline.tokenizer import encode
+from pipeline.tokenizer import encode_array
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,8 @@ def run_job(job: ExtractJob) -> dict:
         extraction = extract(data, job)
     except ExtractionError as exc:
         return failed(job, str(exc))
-    tokens = np.asarray(encode(extraction.text), dtype="<u2")
+    tokens = encode_array(extraction.text)
+    text_utf8 = extraction.text.encode("utf-8")  # once, for the hash and the cache
     meta = {
         "extractor": extraction.extractor,
         "pages": extraction.pages,
@@ -53,9 +52,9 @@ def run_job(job: ExtractJob) -> dict:
         "warnings": extraction.warnings,
         "chars": len(extraction.text),
         "tokens": int(tokens.size),
-        "doc_sha256": hashlib.sha256(extraction.text.encode("utf-8")).hexdigest(),
+        "doc_sha256": hashlib.sha256(text_utf8).hexdigest(),
     }
-    ExtractionCache(Path(job.cache_dir)).put(job.key, meta, extraction.text, tokens)
+    ExtractionCache(Path(job.cache_dir)).put(job.key, meta, text_utf8, tokens)
     return {"status": Status.OK, "reason": None, **meta}
 
 

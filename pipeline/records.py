@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -77,4 +77,5 @@ class FileRecord:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """A copy of the fields; `asdict` would deep-copy them all, ~10x slower per record."""
+        return {**vars(self), "warnings": list(self.warnings)}

@@ -21,6 +21,7 @@ SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
+EOT_BYTES = EOT_TOKEN.to_bytes(2, "little")
 
 
 class ShardFormatError(ValueError):
@@ -50,8 +51,8 @@ class ShardWriter:
         if self._fh is None or (self._count and self._count + needed > self.max_tokens):
             self._next_shard()
         offset = self._count
-        self._fh.write(np.array([EOT_TOKEN], dtype="<u2").tobytes())
-        self._fh.write(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
+        self._fh.write(EOT_BYTES)
+        self._fh.write(np.ascontiguousarray(tokens, dtype="<u2").data)
         self._count += needed
         return self.shards[-1].file, offset
 

@@ -22,7 +22,9 @@ CODING_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
 DETECT_BYTES = 256 * 1024
 MOSTLY_UTF8 = 0.99
 CP1252_TIE = 0.1
-CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+# C0 controls and DEL, except tab, newlines, form feed and escape (ANSI colour in logs)
+CONTROL_BYTES = bytes(b for b in [*range(32), 0x7F] if b not in b"\t\n\f\r\x1b")
+CONTROL_CHARS = re.compile(f"[{re.escape(CONTROL_BYTES.decode('ascii'))}]")
 
 
 def decode_text(data: bytes, warnings: list[str]) -> tuple[str, str]:
@@ -33,9 +35,15 @@ def decode_text(data: bytes, warnings: list[str]) -> tuple[str, str]:
     encoding, body = _declared_encoding(data)
     if encoding is None:
         try:  # the common case, decoded once: valid UTF-8
-            return normalize_text(data.decode("utf-8")), "utf-8"
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             encoding = "utf-8" if _mostly_utf8(data) else _detect_legacy(data[:DETECT_BYTES])
+        else:
+            # In UTF-8 a control character is its own byte, and looking for those in the bytes
+            # is ~7x faster than the regex on the text, which most files then skip.
+            if len(data.translate(None, CONTROL_BYTES)) != len(data):
+                text = CONTROL_CHARS.sub("", text)
+            return _newlines_and_form(text, "NFC"), "utf-8"
     try:
         text = body.decode(encoding)
     except UnicodeDecodeError:
@@ -46,9 +54,14 @@ def decode_text(data: bytes, warnings: list[str]) -> tuple[str, str]:
 
 
 def normalize_text(text: str, form: str = "NFC") -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = CONTROL_CHARS.sub("", text)
-    return unicodedata.normalize(form, text)
+    """Newlines to \\n, stray control characters dropped, Unicode normal form `form`."""
+    return _newlines_and_form(CONTROL_CHARS.sub("", text), form)
+
+
+def _newlines_and_form(text: str, form: str) -> str:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text if text.isascii() else unicodedata.normalize(form, text)
 
 
 def _declared_encoding(data: bytes) -> tuple[str | None, bytes]:

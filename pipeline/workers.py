@@ -10,17 +10,31 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 PRELOAD = ["pipeline.worker_init"]
+# Jobs sent to a worker ahead of its results: the next one waits in its pipe, so a worker
+# never idles while the dispatcher thread collects a result and sends more work.
+IN_FLIGHT = 2
+
+
+def start_forkserver() -> None:
+    """Start the server that forks extraction processes, without waiting for it.
+
+    Its preload (extractors, tokenizer) then runs while the caller plans, instead of when
+    the first worker is needed. Later pools, in this process, reuse the same server.
+    """
+    mp.get_context("forkserver").set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()
 
 
 def _serve(fn: Callable[[Any], Any], conn: Connection) -> None:
@@ -37,15 +51,20 @@ def _serve(fn: Callable[[Any], Any], conn: Connection) -> None:
 
 @dataclass
 class _Worker:
+    """A process and its jobs in flight, oldest (the one running) first."""
+
     process: Any
     conn: Connection
-    job: Any = None
-    future: Future | None = None
-    deadline: float = 0.0
+    jobs: deque[tuple[Any, Future]] = field(default_factory=deque)
+    deadline: float = 0.0  # of the job running now
 
 
 class WorkerPool:
-    """Run `fn(job)` in worker processes; `on_failure(job, reason)` replaces lost results."""
+    """Run `fn(job)` in worker processes; `on_failure(job, reason)` replaces lost results.
+
+    `may_queue(job)` says whether a job is short enough to wait in the pipe of a busy worker
+    (IN_FLIGHT); a long one queued there could leave another worker idle at the end.
+    """
 
     def __init__(
         self,
@@ -53,11 +72,13 @@ class WorkerPool:
         workers: int,
         timeout_s: float,
         on_failure: Callable[[Any, str], Any],
+        may_queue: Callable[[Any], bool] = lambda job: True,
     ):
         self._fn, self._timeout, self._on_failure = fn, timeout_s, on_failure
+        self._may_queue = may_queue
         self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(PRELOAD)
-        self._pending: queue.SimpleQueue[tuple[Any, Future]] = queue.SimpleQueue()
+        start_forkserver()
+        self._pending: deque[tuple[Any, Future]] = deque()  # appended by map, popped by _dispatch
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._closed = False
         self._workers = [self._spawn() for _ in range(workers)]
@@ -71,7 +92,7 @@ class WorkerPool:
             future: Future = Future()
             if on_done:
                 future.add_done_callback(lambda f: on_done(f.result()))
-            self._pending.put((job, future))
+            self._pending.append((job, future))
             futures.append(future)
         self._wake_w.send(None)
         return [f.result() for f in futures]
@@ -97,7 +118,7 @@ class WorkerPool:
     def _dispatch(self) -> None:
         while not self._closed:
             self._assign()
-            busy = [w for w in self._workers if w.future is not None]
+            busy = [w for w in self._workers if w.jobs]
             handles: list[Any] = [self._wake_r]
             for w in busy:
                 handles += [w.conn, w.process.sentinel]
@@ -114,11 +135,18 @@ class WorkerPool:
             w.process.join()
 
     def _assign(self) -> None:
-        for w in self._workers:
-            if w.future is None and not self._pending.empty():
-                w.job, w.future = self._pending.get()
-                w.deadline = time.monotonic() + self._timeout
-                w.conn.send(w.job)
+        """Idle workers first, then a second job each: a short batch still uses every process."""
+        for depth in range(IN_FLIGHT):
+            for w in self._workers:
+                if len(w.jobs) > depth or not self._pending:
+                    continue
+                if w.jobs and not self._may_queue(self._pending[0][0]):
+                    return
+                job, future = self._pending.popleft()
+                if not w.jobs:
+                    w.deadline = time.monotonic() + self._timeout
+                w.jobs.append((job, future))
+                w.conn.send(job)
 
     def _collect(self, w: _Worker, ready: list[Any]) -> None:
         if w.conn in ready:
@@ -127,8 +155,10 @@ class WorkerPool:
             except (EOFError, OSError):
                 pass  # the process died mid-job; reported below as such
             else:
-                self._finish(
-                    w, value if ok else self._on_failure(w.job, f"unexpected error: {value}")
+                job, future = w.jobs.popleft()
+                w.deadline = time.monotonic() + self._timeout  # the next job starts now
+                future.set_result(
+                    value if ok else self._on_failure(job, f"unexpected error: {value}")
                 )
                 return
         if w.process.sentinel in ready or w.conn in ready:
@@ -137,17 +167,14 @@ class WorkerPool:
         elif time.monotonic() >= w.deadline:
             self._replace(w, f"timed out after file_timeout_s={self._timeout:g}")
 
-    def _finish(self, w: _Worker, result: Any) -> None:
-        future = w.future
-        w.job, w.future = None, None
-        future.set_result(result)
-
     def _replace(self, w: _Worker, reason: str) -> None:
-        job, future = w.job, w.future
+        """Kill and respawn; the running job fails with `reason`, queued ones run elsewhere."""
+        (job, future), *queued = w.jobs
         w.process.kill()
         w.process.join()
         w.conn.close()
         self._workers[self._workers.index(w)] = self._spawn()
+        self._pending.extendleft(reversed(queued))
         future.set_result(self._on_failure(job, reason))
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import docgen
+import numpy as np
 import pytest
 from extract_helpers import (
     DPI,
@@ -23,7 +24,14 @@ from pipeline.cache import ExtractionCache, cache_key
 from pipeline.extract_text import extract_notebook, extract_plain
 from pipeline.jobs import ExtractJob, run_job
 from pipeline.records import ExtractionError, Kind, Status
-from pipeline.tokenizer import decode
+from pipeline.tokenizer import (
+    data_dir,
+    decode,
+    encode,
+    encode_array,
+    gpt2_encoding,
+    mergeable_ranks,
+)
 
 # --- notebooks --------------------------------------------------------------------------------
 
@@ -161,6 +169,34 @@ def test_run_job_caches_the_text_and_its_tokens(tmp_path: Path):
     assert decode(entry.tokens.tolist()) == entry.text
     assert result["tokens"] == entry.tokens.size
     assert result["doc_sha256"] == hashlib.sha256(entry.text.encode()).hexdigest()
+
+
+def test_the_cache_reads_tokens_alone_and_refuses_a_truncated_entry(tmp_path: Path):
+    path = tmp_path / "notes.md"
+    path.write_text("Tokens without the text: <|endoftext|> stays text.\n" * 50)
+    job = job_for(path, Kind.TEXT, tmp_path / "cache")
+    assert run_job(job)["status"] == Status.OK
+    cache = ExtractionCache(tmp_path / "cache")
+    assert cache.tokens(job.key).tolist() == cache.get(job.key).tokens.tolist()
+    entry = cache.path(job.key)
+    entry.write_bytes(entry.read_bytes()[:-2])
+    assert (cache.tokens(job.key), cache.get(job.key)) == (None, None)
+
+
+def test_the_tokenizer_is_tiktokens_gpt2_and_encode_array_matches_encode_ordinary():
+    import tiktoken.load
+
+    data = data_dir()
+    verified = tiktoken.load.data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(data / "vocab.bpe"), encoder_json_file=str(data / "encoder.json")
+    )
+    assert mergeable_ranks() == verified
+    text = "Hello world <|endoftext|> Grüße, 東京 🎉\r\n\tend"
+    assert encode("Hello world") == [15496, 995]
+    tokens = encode_array(text)
+    assert tokens.dtype == np.dtype("<u2")
+    assert tokens.tolist() == gpt2_encoding().encode_ordinary(text)
+    assert encode_array("").size == 0
 
 
 def test_run_job_reports_extraction_errors_as_failed_results(tmp_path: Path):

@@ -162,9 +162,24 @@ def test_crlf_and_lone_cr_become_newlines():
     assert text == "windows\nold mac\nlast\n\n"
 
 
+RAW_CONTROLS = "Cafe\u0301\x00 be\x07ll\ttab\x0cpage \x1b[1mbold\x1b[0m\x7f\r\n"
+CLEAN_CONTROLS = "Café bell\ttab\x0cpage \x1b[1mbold\x1b[0m\n"
+
+
 def test_text_is_nfc_and_stray_control_characters_are_removed():
-    text = normalize_text("Cafe\u0301\x00 be\x07ll\ttab\x0cpage \x1b[1mbold\x1b[0m\x7f")
-    assert text == "Café bell\ttab\x0cpage \x1b[1mbold\x1b[0m"
+    assert normalize_text(RAW_CONTROLS) == CLEAN_CONTROLS
+
+
+@pytest.mark.parametrize("codec", ["utf-8", "utf-8-sig", "utf-16"])
+def test_decoding_removes_the_same_control_characters_whatever_the_encoding(codec: str):
+    # UTF-8 files take a byte-level shortcut; every path must agree with normalize_text
+    data = RAW_CONTROLS.replace("\u0301", "").replace("Cafe", "Café").encode(codec)
+    assert decoded(data)[0] == CLEAN_CONTROLS
+
+
+def test_ascii_utf8_without_control_bytes_comes_back_unchanged():
+    source = "def f(x):\n\treturn x  # plain ASCII, the common case\n"
+    assert decoded(source.encode())[:2] == (source, "utf-8")
 
 
 def test_extract_plain_names_the_encoding_it_used():

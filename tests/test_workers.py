@@ -121,3 +121,17 @@ def test_a_job_that_returns_none_gets_none_as_its_result():
             process.kill()
         thread.join(timeout=10)
         pool.close()
+
+
+def test_a_long_job_is_not_queued_behind_a_busy_worker_but_waits_for_an_idle_one():
+    # Worker A takes the first 1 s job, worker B the short one; the second 1 s job must not
+    # wait in A's pipe (B would idle for a second) but go to B once B is free.
+    with WorkerPool(pool_jobs.pid_after, 2, 30, failure, may_queue=lambda s: s < 0.5) as pool:
+        first_long, short, second_long = pool.map([1.0, 0.05, 1.0])
+    assert first_long != short
+    assert second_long == short
+
+
+def test_short_jobs_are_queued_two_deep_and_all_come_back_in_order():
+    with WorkerPool(pool_jobs.echo, 2, 30, failure) as pool:
+        assert pool.map([(i, 0.01) for i in range(40)]) == list(range(40))

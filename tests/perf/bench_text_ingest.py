@@ -99,6 +99,7 @@ def breakdown(tree: Path, out: Path, workers: int) -> list[tuple[str, float]]:
     with locked(cfg.out):
         work = plan(cfg)
         steps.append(("plan: discover, hash, sniff, cache lookup", time.perf_counter() - start))
+        # plan started the forkserver at its first cache miss; its preload ran meanwhile
         t = time.perf_counter()
         pool = open_pool(cfg, len(work.jobs))
         steps.append((f"start {workers} extraction processes", time.perf_counter() - t))
@@ -121,20 +122,18 @@ def profile_job(tree: Path, files: list[GeneratedFile], cache_dir: Path) -> list
     """What one extraction process does per file (pipeline/jobs.py:run_job), piece by piece."""
     import hashlib
 
-    import numpy as np
-
     from pipeline.cache import ExtractionCache
     from pipeline.textdecode import decode_text
-    from pipeline.tokenizer import encode
+    from pipeline.tokenizer import encode_array
 
     cache = ExtractionCache(cache_dir)
     totals = dict.fromkeys(
         (
             "read_bytes",
             "sha256 of the file (re-check; plan hashed it already)",
-            "decode_text (utf-8 check, decode x2, normalise)",
-            "encode_ordinary (the peer's work)",
-            "np.asarray(list of ints) -> uint16",
+            "decode_text (decode once, normalise)",
+            "encode_array (the peer's work, straight to uint16)",
+            "text -> UTF-8 bytes (for the hash and the cache)",
             "sha256 of the text (doc_sha256)",
             "ExtractionCache.put",
         ),
@@ -149,13 +148,13 @@ def profile_job(tree: Path, files: list[GeneratedFile], cache_dir: Path) -> list
         marks.append(time.perf_counter())
         text, _ = decode_text(data, [])
         marks.append(time.perf_counter())
-        ids = encode(text)
+        tokens = encode_array(text)
         marks.append(time.perf_counter())
-        tokens = np.asarray(ids, dtype="<u2")
+        text_utf8 = text.encode("utf-8")
         marks.append(time.perf_counter())
-        hashlib.sha256(text.encode("utf-8")).hexdigest()
+        hashlib.sha256(text_utf8).hexdigest()
         marks.append(time.perf_counter())
-        cache.put(f"{key}-{i}", {"chars": len(text)}, text, tokens)
+        cache.put(f"{key}-{i}", {"chars": len(text)}, text_utf8, tokens)
         marks.append(time.perf_counter())
         for name, a, b in zip(names, marks, marks[1:], strict=False):
             totals[name] += b - a
