@@ -69,6 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default=None, help="JSONL file for the generation records")
     gen.add_argument("--experiment", default="gptforge", help="MLflow experiment")
 
+    run = commands.add_parser("run", help="the whole pipeline: ingest -> train -> generate")
+    run.add_argument("sources", nargs="+", help="files or directories to read")
+    run.add_argument("--data", default=None, help="dataset directory (kept between runs)")
+    run.add_argument("--preset", default="tiny")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--max-steps", type=int, default=200)
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--precision", default="auto")
+    run.add_argument("--continue-training", action="store_true")
+    run.add_argument("--force-train", action="store_true", help="train even if data is unchanged")
+    run.add_argument("--model-name", default="gptforge")
+    run.add_argument("--alias", default="champion", help="alias moved when val loss is no worse")
+    run.add_argument("--prompt", action="append", default=None, help="evaluation prompt")
+    run.add_argument("--max-new-tokens", type=int, default=48)
+    run.add_argument("--experiment", default="gptforge")
+
     sample = commands.add_parser("sample", help="write the bundled sample corpus to a directory")
     sample.add_argument("out", help="directory to (re)create")
     return parser
@@ -168,6 +184,66 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"final train loss: {result['train_loss']:.4f}")
     print(f"final val loss: {'n/a (no validation split)' if val is None else f'{val:.4f}'}")
     return 0
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    from flows.home import apply_quiet_env
+
+    apply_quiet_env()
+    from flows.pipeline import pipeline_flow
+
+    with ProgressBar(unit="item") as bar:
+        set_progress_sink(bar.update)
+        result = pipeline_flow(
+            sources=args.sources,
+            data_dir=args.data,
+            preset=args.preset,
+            model_overrides=parse_overrides(args.set),
+            max_steps=args.max_steps,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            continue_training=args.continue_training,
+            force_train=args.force_train,
+            model_name=args.model_name,
+            promote_alias=args.alias or None,
+            eval_prompts=args.prompt,
+            max_new_tokens=args.max_new_tokens,
+            experiment=args.experiment,
+        )
+        set_progress_sink(None)
+    print(f"dataset digest: {result['dataset_digest'][:16]}")
+    if not result["trained"]:
+        print(result["reason"])
+    else:
+        print(f"registered model: {result['model_uri']} (val loss {result['val_loss']})")
+        print(f"alias {result['alias']}: {'moved' if result['promoted'] else 'unchanged'}")
+        print("samples:")
+        for sample in result["samples"]:
+            print(f"  {sample[:300]!r}")
+        print(f"generation records: {result['records']}")
+        print(
+            f"MLflow runs: ingest {result['ingest_run_id']}, train {result['train_run_id']}, "
+            f"generate {result['generate_run_id']}"
+        )
+    print_places()
+    return 0
+
+
+def print_places() -> None:
+    """Where to look next: the UIs when servers are up, else the local stores."""
+    from flows.home import gptforge_home, mlflow_uri
+
+    uri = mlflow_uri()
+    if uri.startswith("http"):
+        print(f"MLflow UI: {uri}")
+    else:
+        print(f"MLflow store: {uri}  (browse: mlflow ui --backend-store-uri {uri})")
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        print(f"Prefect UI: {api.removesuffix('/api')}")
+    else:
+        print("Prefect: ran on a temporary server; `gptforge up` keeps one with a UI")
+    print(f"gptforge home: {gptforge_home()}")
 
 
 def run_train_worker(settings: dict) -> int:
@@ -294,6 +370,7 @@ COMMANDS = {
     "ingest": run_ingest,
     "train": run_train,
     "generate": run_generate,
+    "run": run_pipeline,
     "sample": run_sample,
 }
 

@@ -1,0 +1,175 @@
+"""The `pipeline` flow: ingest -> train -> generate as subflows, built to run on a schedule.
+
+Re-ingestion is incremental; when the dataset digest equals the one the latest registered
+version was trained on, training is skipped and the flow says so. A new version takes the
+alias (e.g. `champion`) only when its validation loss is no worse than the holder's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.generate import generate_flow
+from flows.home import apply_quiet_env, gptforge_home, mlflow_uri
+from flows.ingest import ingest_flow
+from flows.models import DEFAULT_MODEL_NAME, latest_version, resolve_model
+from flows.tracking import DEFAULT_EXPERIMENT, DIGEST_TAG
+from flows.train import train_flow
+
+DEFAULT_PROMPTS = ["The", "def ", "In this document"]
+
+
+@flow(name="pipeline")
+def pipeline_flow(
+    sources: list[str],
+    data_dir: str | None = None,
+    preset: str = "tiny",
+    model_overrides: dict[str, Any] | None = None,
+    max_steps: int = 200,
+    batch_size: int = 8,
+    precision: str = "auto",
+    continue_training: bool = False,
+    force_train: bool = False,
+    model_name: str = DEFAULT_MODEL_NAME,
+    promote_alias: str | None = "champion",
+    eval_prompts: list[str] | None = None,
+    eval_temperatures: list[float] | None = None,
+    max_new_tokens: int = 48,
+    experiment: str = DEFAULT_EXPERIMENT,
+) -> dict[str, Any]:
+    """Documents in, a registered GPT and its evaluation generations out.
+
+    Args:
+        sources: folders or files to (re-)ingest.
+        data_dir: dataset directory (default: GPTFORGE_HOME/datasets/<model_name>); keep it
+            the same between runs so re-ingestion only extracts new or changed files.
+        preset: model size: tiny, small, mini, gpt2 or gpt2-medium.
+        model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
+        max_steps: optimizer steps per training run.
+        batch_size: sequences per micro-batch.
+        precision: auto, fp32, bf16 or fp16 (CUDA only).
+        continue_training: start from the latest registered version's weights instead of
+            from scratch (same model dimensions required).
+        force_train: train even when the data did not change.
+        model_name: MLflow registered model.
+        promote_alias: alias moved to the new version when its validation loss is no worse
+            than the current holder's (empty = never move an alias).
+        eval_prompts: prompts of the evaluation generation job.
+        eval_temperatures: temperatures the evaluation job sweeps.
+        max_new_tokens: completion length of the evaluation job.
+        experiment: MLflow experiment.
+    """
+    logger = get_run_logger()
+    data = data_dir or str(gptforge_home() / "datasets" / model_name)
+    ingested = ingest_flow(sources=sources, out=data, experiment=experiment)
+    digest = ingested["dataset_digest"]
+    previous = latest_version(model_name)
+    if previous and not force_train and _trained_on(model_name, previous) == digest:
+        message = (
+            f"dataset {digest[:12]} unchanged since {model_name}/{previous} was trained: "
+            "training skipped"
+        )
+        logger.info(message)
+        create_markdown_artifact(f"# Pipeline\n\n{message}.", key="pipeline-summary")
+        return {
+            "trained": False,
+            "reason": message,
+            "dataset_digest": digest,
+            "ingest_run_id": ingested["mlflow_run_id"],
+            "model_version": previous,
+            "model_uri": f"models:/{model_name}/{previous}",
+        }
+    init_from = None
+    if continue_training and previous:
+        init_from = str(resolve_model(f"models:/{model_name}/{previous}").checkpoint)
+    trained = train_flow(
+        data_dir=data,
+        preset=preset,
+        model_overrides=model_overrides,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        precision=precision,
+        eval_interval=max(1, max_steps // 4),
+        checkpoint_interval=max_steps,
+        init_from=init_from,
+        experiment=experiment,
+        registered_model_name=model_name,
+    )
+    version = trained["model_version"]
+    _tag_version(model_name, version, digest)
+    generated = generate_flow(
+        model=trained["model_uri"],
+        prompts=eval_prompts or DEFAULT_PROMPTS,
+        temperature=eval_temperatures or [0.7, 1.0],
+        max_new_tokens=max_new_tokens,
+        experiment=experiment,
+    )
+    promoted = bool(promote_alias) and _promote(
+        model_name, version, trained["val_loss"], promote_alias
+    )
+    summary = {
+        "trained": True,
+        "dataset_digest": digest,
+        "ingest_run_id": ingested["mlflow_run_id"],
+        "train_run_id": trained["mlflow_run_id"],
+        "generate_run_id": generated["mlflow_run_id"],
+        "model_version": version,
+        "model_uri": trained["model_uri"],
+        "val_loss": trained["val_loss"],
+        "promoted": promoted,
+        "alias": promote_alias,
+        "records": generated["records"],
+        "samples": generated["samples"],
+    }
+    create_markdown_artifact(_summary_markdown(summary), key="pipeline-summary")
+    return summary
+
+
+def _trained_on(name: str, version: str) -> str | None:
+    return MlflowClient().get_model_version(name, version).tags.get(DIGEST_TAG)
+
+
+def _tag_version(name: str, version: str, digest: str) -> None:
+    """The version remembers its dataset: what the next scheduled run compares against."""
+    apply_quiet_env()
+    mlflow.set_tracking_uri(mlflow_uri())
+    MlflowClient().set_model_version_tag(name, version, DIGEST_TAG, digest)
+
+
+def _promote(name: str, version: str, val_loss: float | None, alias: str) -> bool:
+    """Move `alias` to `version` unless the holder's validation loss is better."""
+    client = MlflowClient()
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        holder = None
+    new_loss = math.inf if val_loss is None else val_loss
+    if holder is not None:
+        held = client.get_run(holder.run_id).data.metrics.get("final_val_loss", math.inf)
+        if new_loss > held:
+            get_run_logger().info(
+                "%s stays on version %s: val loss %.4f beats %.4f",
+                alias, holder.version, held, new_loss,
+            )
+            return False
+    client.set_registered_model_alias(name, alias, version)
+    get_run_logger().info("%s -> %s/%s (val loss %s)", alias, name, version, val_loss)
+    return True
+
+
+def _summary_markdown(summary: dict[str, Any]) -> str:
+    samples = "\n".join(f"- `{s[:200]!r}`" for s in summary["samples"])
+    promoted = f"`{summary['alias']}` moved to it" if summary["promoted"] else "alias unchanged"
+    return (
+        f"# Pipeline\n\nTrained `{summary['model_uri']}` (val loss {summary['val_loss']}); "
+        f"{promoted}.\n\n| stage | MLflow run |\n|---|---|\n"
+        f"| ingest | `{summary['ingest_run_id']}` |\n| train | `{summary['train_run_id']}` |\n"
+        f"| generate | `{summary['generate_run_id']}` |\n\n## Samples\n\n{samples}\n"
+    )
