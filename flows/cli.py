@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-new-tokens", type=int, default=48)
     run.add_argument("--experiment", default="gptforge")
 
+    srv = commands.add_parser("serve", help="serve the flows as Prefect deployments")
+    srv.add_argument("--retrain-cron", default=None, help='e.g. "0 3 * * *" (off by default)')
+    srv.add_argument("--sources", nargs="+", default=None, help="folders the schedule re-ingests")
+    srv.add_argument("--limit", type=int, default=1, help="flow runs at once")
+
     sample = commands.add_parser("sample", help="write the bundled sample corpus to a directory")
     sample.add_argument("out", help="directory to (re)create")
     return parser
@@ -246,6 +251,24 @@ def print_places() -> None:
     print(f"gptforge home: {gptforge_home()}")
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    from flows.home import apply_quiet_env
+
+    apply_quiet_env()
+    if not os.environ.get("PREFECT_API_URL"):
+        print(
+            "gptforge serve: no Prefect server: run `gptforge up` first "
+            "(or set PREFECT_API_URL to your team's server)",
+            file=sys.stderr,
+        )
+        return 2
+    from flows.serve import deployments, serve_all
+
+    deployments(args.retrain_cron, args.sources)
+    serve_all(args.retrain_cron, args.sources, limit=args.limit)
+    return 0
+
+
 def run_train_worker(settings: dict) -> int:
     """torchrun ranks other than 0 train without Prefect or MLflow; rank 0 runs the flow."""
     from flows.train import train_config
@@ -371,6 +394,7 @@ COMMANDS = {
     "train": run_train,
     "generate": run_generate,
     "run": run_pipeline,
+    "serve": run_serve,
     "sample": run_sample,
 }
 
