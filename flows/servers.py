@@ -27,6 +27,7 @@ PORT_FLAG = {"prefect": "--prefect-port", "mlflow": "--mlflow-port"}
 HOST = "127.0.0.1"
 
 _children: dict[int, subprocess.Popen] = {}
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via http_proxy
 
 
 class ServerError(RuntimeError):
@@ -251,7 +252,7 @@ def _wait_healthy(name: str, info: dict, deadline: float) -> None:
     url = info["url"] + HEALTH[name]
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with _direct.open(url, timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
