@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from flows.progress import set_progress_sink
+from flows.servers import add_commands as add_server_commands
+from flows.servers import use_running_servers
 from pipeline.config import ConfigError
 
 
@@ -90,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--sources", nargs="+", default=None, help="folders the schedule re-ingests")
     srv.add_argument("--limit", type=int, default=1, help="flow runs at once")
 
+    add_server_commands(commands)
+
     sample = commands.add_parser("sample", help="write the bundled sample corpus to a directory")
     sample.add_argument("out", help="directory to (re)create")
     return parser
@@ -100,8 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    use_running_servers()
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return handler(args)
     except ConfigError as exc:
         print(f"gptforge {args.command}: invalid setting {exc}", file=sys.stderr)
         return 2
@@ -195,7 +201,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from flows.home import apply_quiet_env
 
     apply_quiet_env()
-    from flows.pipeline import pipeline_flow
+    from flows.full_pipeline import pipeline_flow
 
     with ProgressBar(unit="item") as bar:
         set_progress_sink(bar.update)

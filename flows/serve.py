@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from prefect import serve
 from prefect.client.schemas.schedules import CronSchedule
-from prefect.deployments.runner import RunnerDeployment
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
+from flows.full_pipeline import pipeline_flow
 from flows.generate import generate_flow
 from flows.ingest import ingest_flow
-from flows.pipeline import pipeline_flow
 from flows.train import train_flow
 from pipeline.config import ConfigError
 
@@ -31,13 +31,19 @@ def deployments(
         except ValueError as exc:
             raise ConfigError("retrain_cron", f"{retrain_cron!r} is not a cron expression") from exc
     pipeline_defaults = {"sources": sources} if sources else {}
+    # Module entrypoints: flow runs import `flows.train` like any package module, wherever
+    # gptforge is installed, instead of loading a file path relative to the serving process.
+    common = {
+        "name": DEPLOYMENT,
+        "tags": ["gptforge"],
+        "entrypoint_type": EntrypointType.MODULE_PATH,
+    }
     return [
-        ingest_flow.to_deployment(name=DEPLOYMENT, tags=["gptforge"]),
-        train_flow.to_deployment(name=DEPLOYMENT, tags=["gptforge"]),
-        generate_flow.to_deployment(name=DEPLOYMENT, tags=["gptforge"]),
+        ingest_flow.to_deployment(**common),
+        train_flow.to_deployment(**common),
+        generate_flow.to_deployment(**common),
         pipeline_flow.to_deployment(
-            name=DEPLOYMENT,
-            tags=["gptforge"],
+            **common,
             parameters=pipeline_defaults,
             schedules=[schedule] if schedule else None,
             description="Re-ingest, retrain when the data changed, evaluate, promote.",
