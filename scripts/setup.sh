@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Install everything gptforge needs into ./.venv (idempotent; a second run takes seconds).
-# System packages: tesseract-ocr via apt-get when it is missing.
+# System packages (tesseract-ocr, chromium) via apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v tesseract >/dev/null 2>&1; then
-    echo "setup: installing tesseract-ocr (apt-get)"
+# System packages: tesseract for OCR, chromium for the real-browser UI test.
+missing=()
+command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]} (apt-get)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tesseract-ocr >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3}"

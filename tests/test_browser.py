@@ -1,12 +1,12 @@
-"""The Prefect and MLflow UIs as a person sees them: `gptforge up`'s servers in headless Chromium.
-
-Each UI is checked with data in it (a finished flow run; a run with a generations table), so a
-pass means the app rendered what its API returned, not just its empty shell.
-"""
+"""The user's day in a real browser: `gptforge up`, `gptforge serve`, a `generate` deployment
+run triggered through Prefect's API with a sampling setting, confirmed in the Prefect UI, and
+its generations table with that setting shown by the MLflow UI (headless Chromium)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from browser import CHROMIUM, dump_dom, screenshot, visible_text
 from test_servers import free_port
+from train_helpers import micro_config
 
 from flows import servers
 from flows.home import QUIET_ENV
+from model.train import train
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,55 +28,103 @@ pytestmark = [
     ),
 ]
 
-CHECK_FLOW = """
-from prefect import flow
+GPTFORGE = Path(sys.executable).with_name("gptforge")
+SCREENSHOTS = os.environ.get("GPTFORGE_SCREENSHOTS")  # set to refresh docs/img/
+TRIGGER = """
+import json, sys, time
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
 
-@flow(name="browser-check")
-def check(word: str) -> str:
-    return word
-
-check(word="forge")
+deadline = time.monotonic() + 120
+while True:  # `serve` registers the deployment a few seconds after it starts
+    try:
+        run = run_deployment("generate/gptforge", parameters=json.loads(sys.argv[1]), timeout=0)
+        break
+    except Exception:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(2)
+with get_client(sync_client=True) as client:
+    while not (run := client.read_flow_run(run.id)).state.is_final():
+        time.sleep(2)
+print(run.id, run.name, run.state.type.value)
 """
 
 
 @pytest.fixture(scope="module")
-def urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    home = tmp_path_factory.mktemp("servers-home")
-    started = servers.up(home, prefect_port=free_port(), mlflow_port=free_port())
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Local servers on free ports, and `gptforge serve` against them, as a user starts them."""
+    home = tmp_path_factory.mktemp("browser-home")
+    servers.up(home, prefect_port=free_port(), mlflow_port=free_port())
+    env = os.environ | QUIET_ENV | {"GPTFORGE_HOME": str(home)}
+    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    log = open(home / "serve.log", "w")  # noqa: SIM115 - closed after the process
+    serving = subprocess.Popen(
+        [str(GPTFORGE), "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        yield {name: info["url"] for name, info in started["servers"].items()}
+        yield home
     finally:
+        os.killpg(serving.pid, signal.SIGINT)
+        try:
+            serving.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(serving.pid, signal.SIGKILL)
+        log.close()
         servers.down(home)
 
 
-def test_prefect_ui_shows_a_finished_flow_run(urls: dict[str, str], tmp_path: Path) -> None:
-    env = {**os.environ, **QUIET_ENV, "PREFECT_API_URL": urls["prefect"] + "/api"}
-    subprocess.run([sys.executable, "-c", CHECK_FLOW], env=env, check=True, timeout=300)
-
-    dashboard = visible_text(dump_dom(urls["prefect"] + "/dashboard"))
-    for text in ("Dashboard", "Flow Runs", "Deployments", "1 total"):
-        assert text in dashboard
-    runs = visible_text(dump_dom(urls["prefect"] + "/runs"))
-    assert "browser-check" in runs and "Completed" in runs
-    screenshot(urls["prefect"] + "/dashboard", tmp_path / "prefect-dashboard.png")
-    screenshot(urls["prefect"] + "/runs", tmp_path / "prefect-runs.png")
-
-
-def test_mlflow_ui_shows_a_generations_table(urls: dict[str, str], tmp_path: Path) -> None:
+def test_generate_deployment_run_shows_in_both_uis(
+    home: Path, token_data: Path, tmp_path: Path
+) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=urls["mlflow"])
-    experiment_id = client.create_experiment("browser-check")
-    run_id = client.create_run(experiment_id, run_name="sampling-check").info.run_id
-    rows = {"prompt": ["Once upon"], "completion": ["a forge"], "temperature": [0.8]}
-    client.log_table(run_id, rows, artifact_file="generations.json")
-    client.set_terminated(run_id)
+    urls = servers.active_urls(home)
+    assert urls, "servers from `up` are not alive"
+    checkpoint = train(micro_config(token_data, tmp_path / "model", max_steps=2)).checkpoint
+    parameters = {
+        "model": str(checkpoint),
+        "prompts": ["Once upon a time"],
+        "temperature": 0.65,
+        "max_new_tokens": 6,
+    }
+    env = os.environ | QUIET_ENV | {"PREFECT_API_URL": urls["PREFECT_API_URL"]}
+    triggered = subprocess.run(
+        [sys.executable, "-c", TRIGGER, json.dumps(parameters)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    serve_log = (home / "serve.log").read_text()[-3000:]
+    assert triggered.returncode == 0, triggered.stderr[-3000:] + serve_log
+    run_id, run_name, state = triggered.stdout.split()[-3:]
+    assert state == "COMPLETED", serve_log
 
-    experiments = visible_text(dump_dom(urls["mlflow"] + "/#/experiments"))
-    assert "Experiments" in experiments and "browser-check" in experiments
-    table_url = f"{urls['mlflow']}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/"
-    table = visible_text(dump_dom(table_url + "generations.json"))
-    for text in ("sampling-check", "View as table", "temperature", "Once upon", "a forge"):
-        assert text in table
-    screenshot(urls["mlflow"] + "/#/experiments", tmp_path / "mlflow-experiments.png")
-    screenshot(table_url + "generations.json", tmp_path / "mlflow-generations.png")
+    prefect_ui = urls["PREFECT_API_URL"].removesuffix("/api")
+    run_page = f"{prefect_ui}/runs/flow-run/{run_id}"
+    text = visible_text(dump_dom(run_page))
+    assert run_name in text and "Completed" in text and "generate" in text
+
+    client = MlflowClient(tracking_uri=urls["MLFLOW_TRACKING_URI"])
+    (experiment,) = [e for e in client.search_experiments() if e.name == "gptforge"]
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`gptforge.stage` = 'generate'")
+    assert run.data.params["temperature"] == "0.65"
+    table_page = (
+        f"{urls['MLFLOW_TRACKING_URI']}/#/experiments/{experiment.experiment_id}"
+        f"/runs/{run.info.run_id}/artifacts/generations.json"
+    )
+    table = visible_text(dump_dom(table_page))
+    for text in ("View as table", "temperature", "top_k", "0.65", "Once upon a time", "length"):
+        assert text in table, text
+
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    screenshot(f"{prefect_ui}/deployments", shots / "prefect-deployments.png")
+    screenshot(run_page, shots / "prefect-generate-run.png")
+    screenshot(table_page, shots / "mlflow-generations-table.png")
+    assert (shots / "mlflow-generations-table.png").stat().st_size > 10_000
