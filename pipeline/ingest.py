@@ -90,7 +90,7 @@ def locked(out: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise IngestError(f"another ingest is writing to {out}") from exc
-        for stale in [*out.glob("shards/.*.tmp"), *out.glob("cache/*/.*.tmp"), *out.glob(".*.tmp")]:
+        for stale in [*out.glob("shards/.*.tmp"), *out.glob(".*.tmp")]:
             stale.unlink(missing_ok=True)
         yield
 

@@ -172,15 +172,33 @@ def test_run_job_caches_the_text_and_its_tokens(tmp_path: Path):
 
 
 def test_the_cache_reads_tokens_alone_and_refuses_a_truncated_entry(tmp_path: Path):
-    path = tmp_path / "notes.md"
-    path.write_text("Tokens without the text: <|endoftext|> stays text.\n" * 50)
-    job = job_for(path, Kind.TEXT, tmp_path / "cache")
-    assert run_job(job)["status"] == Status.OK
+    paths = [tmp_path / "a.md", tmp_path / "b.md"]
+    paths[0].write_text("Tokens without the text: <|endoftext|> stays text.\n" * 50)
+    paths[1].write_text("A second entry, appended to the same pack.\n")
+    jobs = [job_for(path, Kind.TEXT, tmp_path / "cache") for path in paths]
+    assert [run_job(job)["status"] for job in jobs] == [Status.OK, Status.OK]
     cache = ExtractionCache(tmp_path / "cache")
-    assert cache.tokens(job.key).tolist() == cache.get(job.key).tokens.tolist()
-    entry = cache.path(job.key)
-    entry.write_bytes(entry.read_bytes()[:-2])
-    assert (cache.tokens(job.key), cache.get(job.key)) == (None, None)
+    for job in jobs:
+        assert cache.tokens(job.key).tolist() == cache.get(job.key).tokens.tolist()
+    (pack,) = (tmp_path / "cache").rglob("*.pack")
+    pack.write_bytes(pack.read_bytes()[:-2])
+    fresh = ExtractionCache(tmp_path / "cache")
+    assert fresh.read_meta(jobs[0].key) is not None, "the first entry is whole"
+    assert (fresh.read_meta(jobs[1].key), fresh.tokens(jobs[1].key), fresh.get(jobs[1].key)) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_cache_instance_sees_entries_added_after_it_first_looked(tmp_path: Path):
+    path = tmp_path / "late.md"
+    path.write_text("Written by a worker after the planner looked.\n")
+    job = job_for(path, Kind.TEXT, tmp_path / "cache")
+    cache = ExtractionCache(tmp_path / "cache")
+    assert cache.read_meta(job.key) is None
+    run_job(job)
+    assert cache.read_meta(job.key)["tokens"] == cache.tokens(job.key).size > 0
 
 
 def test_the_tokenizer_is_tiktokens_gpt2_and_encode_array_matches_encode_ordinary():

@@ -150,8 +150,10 @@ def test_half_written_cache_entries_and_shards_are_never_used(tmp_path: Path) ->
     src, out = corpus(tmp_path / "src"), tmp_path / "out"
     cfg = IngestConfig(sources=[src], out=out, workers=1)
     reference = ingest(cfg)
-    entry = next((out / "cache").rglob("*.doc"))
-    entry.write_bytes(entry.read_bytes()[:-7])
+    pack = next((out / "cache").rglob("*.pack"))  # one worker, one pack: tear its last entry
+    pack.write_bytes(pack.read_bytes()[:-7])
+    with open(out / "cache" / "v2" / "index.jsonl", "ab") as index:
+        index.write(b'{"key": "torn line of a killed run')
     (out / "shards" / ".train_000000.bin.999.tmp").write_bytes(b"partial")
     assert len(plan(cfg).jobs) == 1
     assert ingest(cfg)["dataset_digest"] == reference["dataset_digest"]
