@@ -11,9 +11,9 @@ import mlflow
 import pytest
 from prefect.artifacts import Artifact
 
+from flows.full_pipeline import pipeline_flow
 from flows.generate import TRAIN_RUN_TAG
 from flows.home import mlflow_uri
-from flows.full_pipeline import pipeline_flow
 from flows.tracking import DIGEST_TAG, STAGE_TAG
 from flows.train import INGEST_RUN_TAG, MODEL_VERSION_TAG
 
