@@ -16,7 +16,17 @@ from trees import write_tree
 
 from pipeline.cache import ExtractionCache, cache_key
 from pipeline.config import ConfigError, IngestConfig
-from pipeline.ingest import IngestError, ingest, locked, plan
+from pipeline.ingest import (
+    BATCH_BYTES,
+    BATCH_FILES,
+    IngestError,
+    batched,
+    extract,
+    ingest,
+    locked,
+    plan,
+)
+from pipeline.jobs import ExtractJob, lost_batch
 from pipeline.manifest import load_manifest
 from pipeline.shards import HEADER_BYTES, SHARD_MAGIC, read_shard
 from pipeline.tokenizer import EOT_TOKEN, decode
@@ -220,3 +230,58 @@ def test_missing_source_and_missing_ocr_language_are_config_errors(tmp_path: Pat
 def test_manifest_without_shards_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no manifest.json"):
         load_manifest(tmp_path)
+
+
+# --- batches of small files -------------------------------------------------------------------
+
+
+def _job(name: str, kind: str = "text", size: int = 1000) -> ExtractJob:
+    return ExtractJob(
+        path=name,
+        kind=kind,
+        key=name,
+        cache_dir="",
+        ocr_lang="eng",
+        ocr_dpi=300,
+        ocr_timeout_s=1.0,
+        max_image_pixels=10**6,
+        size=size,
+    )
+
+
+def test_small_text_files_are_batched_and_pdfs_and_images_go_alone():
+    jobs = [_job(f"t{i}") for i in range(5 + BATCH_FILES + 3)]
+    jobs[5:5] = [_job("big.txt", size=BATCH_BYTES), _job("scan.pdf", "pdf"), _job("a.png", "image")]
+    sizes = [len(batch) for batch in batched(jobs)]
+    assert sizes == [5, 1, 1, 1, BATCH_FILES, 3]
+    assert [job for batch in batched(jobs) for job in batch] == jobs, "order is kept"
+
+
+class _CrashingPool:
+    """Stands in for WorkerPool: any batch holding `crash` loses its process."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[list[str]]] = []
+
+    def map(self, batches, on_done):
+        self.calls.append([[job.path for job in batch] for batch in batches])
+        results = []
+        for batch in batches:
+            if any(job.path == "crash" for job in batch):
+                result = lost_batch(batch, "extraction process died (exit code -11)")
+            else:
+                result = [{"status": "ok", "reason": None, "path": job.path} for job in batch]
+            on_done(result)
+            results.append(result)
+        return results
+
+
+def test_a_batch_whose_process_died_is_rerun_file_by_file_and_only_the_culprit_fails():
+    jobs = [_job("a"), _job("crash"), _job("b")]
+    pool = _CrashingPool()
+    progress: list[int] = []
+    results = extract(jobs, pool, lambda _, done, total: progress.append(done))
+    assert pool.calls == [[["a", "crash", "b"]], [["a"], ["crash"], ["b"]]]
+    assert [r.get("path") for r in results] == ["a", None, "b"]
+    assert results[1] == {"status": "error", "reason": "extraction process died (exit code -11)"}
+    assert progress[-1] == 3
