@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from model.gpt import GPT
-from model.kv_cache import KVCache
-from model.sampling import SamplingConfig, build_processors, next_tokens
+from model.kv_cache import KVCache, attention_mask, positions
+from model.sampling import Processor, SamplingConfig, build_processors, next_tokens
 from pipeline.config import ConfigError
 from pipeline.tokenizer import EOT_TOKEN
 
@@ -162,6 +162,61 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return hold
 
 
+class _Head:
+    """The tied output projection over the tokenizer's ids, in the CPU's fastest layout.
+
+    `F.linear` with the 50k x 384 weight at batch 1..16 runs 2-4x slower than reading the
+    weight once (BLAS packs it on every call); `x @ W.T` stored K-major (batch 1) and
+    `(W @ x.T).T` (larger batches) do not. The K-major copy is made on first use.
+    """
+
+    def __init__(self, model: GPT):
+        self.weight = model.lm_head.weight[: model.config.tokenizer_vocab_size].detach()
+        self.k_major: Tensor | None = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.size(0) > 1:
+            return (self.weight @ x.t()).t()
+        if self.k_major is None:
+            self.k_major = self.weight.t().contiguous()
+        return x @ self.k_major
+
+
+def _trunk(model: GPT, idx: Tensor, cache: KVCache) -> Tensor:
+    """`GPT.forward` with a cache, stopped at the final LayerNorm of the last position.
+
+    The no-cache path calls `GPT.forward` itself, so the tests that compare the two guard
+    this copy of its first lines.
+    """
+    t = model.transformer
+    pos = positions(cache.pos, idx.size(1), cache.pad, idx.device)
+    mask = attention_mask(cache.pos, idx.size(1), cache.pad, idx.device)
+    x = t.drop(t.wte(idx) + t.wpe(pos))
+    for block in t.h:
+        x = block(x, mask, cache)
+    cache.advance(idx.size(1))
+    return t.ln_f(x[:, -1])
+
+
+@dataclass
+class _Job:
+    """What every batch of one `stream` call shares."""
+
+    model: GPT
+    sampling: SamplingConfig
+    decode: Decode | None
+    text_events: bool
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    no_cache: bool
+    chain: list[Processor] = field(init=False)
+    head: _Head = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chain = build_processors(self.sampling)
+        self.head = _Head(self.model)
+
+
 class _Batch:
     """One batch's tensors: the token history (column = cache slot), left padding, the cache.
 
@@ -169,54 +224,50 @@ class _Batch:
     repetition penalty sees nothing new; the cache masks them from attention.
     """
 
-    def __init__(
-        self,
-        model: GPT,
-        rows: list[_Row],
-        sampling: SamplingConfig,
-        device: torch.device,
-        autocast_dtype: torch.dtype | None,
-        no_cache: bool,
-    ):
+    def __init__(self, job: _Job, rows: list[_Row]):
         steps = max(row.limit for row in rows)
         width = max(len(row.prompt) for row in rows)
-        self.model, self.sampling, self.device = model, sampling, device
-        self.autocast_dtype = autocast_dtype
-        self.chain = build_processors(sampling)
+        self.job, self.device = job, job.device
         self.history = torch.tensor(
             [[r.prompt[0]] * (width - len(r.prompt)) + r.prompt + [0] * steps for r in rows],
-            device=device,
+            device=self.device,
         )
         self.width = width
-        self.pad = torch.tensor([width - len(r.prompt) for r in rows], device=device)
+        self.pad = torch.tensor([width - len(r.prompt) for r in rows], device=self.device)
         self.padded = bool(self.pad.any())
         self.uniforms = None
-        if not sampling.greedy:
-            self.uniforms = torch.stack([_uniforms(sampling, row) for row in rows]).to(device)
+        if not job.sampling.greedy:
+            uniforms = [_uniforms(job.sampling, row) for row in rows]
+            self.uniforms = torch.stack(uniforms).to(self.device)
         self.cache = None
-        if not no_cache:
-            max_len = min(model.config.block_size, width + steps - 1)
-            dtype = autocast_dtype or next(model.parameters()).dtype
+        if not job.no_cache:
+            config = job.model.config
+            dtype = job.autocast_dtype or next(job.model.parameters()).dtype
             self.cache = KVCache(
-                model.config, len(rows), max_len, device=device, dtype=dtype, pad=self.pad
+                config,
+                len(rows),
+                min(config.block_size, width + steps - 1),
+                device=self.device,
+                dtype=dtype,
+                pad=self.pad,
             )
 
     @torch.inference_mode()
     def choose(self, step: int) -> Tensor:
         """The next token of every row: forward the new columns, then process and pick."""
-        with torch.autocast(
-            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
-        ):
+        job = self.job
+        dtype = job.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             if self.cache is None:
                 pad = self.pad if self.padded else None
-                logits, _ = self.model(self.history[:, : self.width], pad=pad, last_only=True)
+                logits, _ = job.model(self.history[:, : self.width], pad=pad, last_only=True)
+                logits = logits[:, -1, : job.model.config.tokenizer_vocab_size]
             else:
                 new = self.history[:, self.cache.pos : self.width]
-                logits, _ = self.model(new, cache=self.cache, last_only=True)
-        logits = logits[:, -1, : self.model.config.tokenizer_vocab_size].float()
-        seen = self.history[:, : self.width] if self.sampling.repetition_penalty != 1 else None
+                logits = job.head(_trunk(job.model, new, self.cache))
+        seen = self.history[:, : self.width] if job.sampling.repetition_penalty != 1 else None
         uniforms = None if self.uniforms is None else self.uniforms[:, step]
-        return next_tokens(logits, seen, self.sampling, self.chain, uniforms)
+        return next_tokens(logits.float(), seen, job.sampling, job.chain, uniforms)
 
     @torch.inference_mode()
     def append(self, tokens: Tensor) -> None:
@@ -260,26 +311,17 @@ def _uniforms(sampling: SamplingConfig, row: _Row) -> Tensor:
     return torch.rand(sampling.max_new_tokens, generator=generator, dtype=torch.float64)
 
 
-def _run_batch(
-    model: GPT,
-    rows: list[_Row],
-    sampling: SamplingConfig,
-    decode: Decode | None,
-    live: bool,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None,
-    no_cache: bool,
-) -> Iterator[TokenEvent | Generation]:
+def _run_batch(job: _Job, rows: list[_Row]) -> Iterator[TokenEvent | Generation]:
     start = time.perf_counter()
-    batch = _Batch(model, rows, sampling, device, autocast_dtype, no_cache)
+    batch = _Batch(job, rows)
     step = 0
     while rows:
         chosen = batch.choose(step)
         step += 1
         for row, token in zip(rows, chosen.tolist(), strict=True):
-            yield row.push(token, sampling, decode, live)
+            yield row.push(token, job.sampling, job.decode, job.text_events)
             if row.finish:
-                yield row.result(time.perf_counter() - start, decode)
+                yield row.result(time.perf_counter() - start, job.decode)
         keep = [i for i, row in enumerate(rows) if row.finish is None]
         if keep:
             batch.append(chosen)
@@ -325,18 +367,10 @@ def stream(
     rows.sort(key=lambda row: -len(row.prompt))
     was_training = model.training
     model.to(device).eval()
+    job = _Job(model, sampling, decode, text_events, device, autocast_dtype, no_cache)
     try:
         for first in range(0, len(rows), batch_size):
-            yield from _run_batch(
-                model,
-                rows[first : first + batch_size],
-                sampling,
-                decode,
-                text_events,
-                device,
-                autocast_dtype,
-                no_cache,
-            )
+            yield from _run_batch(job, rows[first : first + batch_size])
     finally:
         model.train(was_training)
 

@@ -40,7 +40,8 @@ def discover(cfg: IngestConfig) -> Discovery:
         elif source.is_dir():
             _walk(source.resolve(), source.resolve(), cfg, found, seen_dirs, never_read)
         else:
-            found.files.append(_file_entry(source.absolute(), source.absolute().parent, cfg, True))
+            path = source.absolute()
+            found.files.append(_file_entry(path, path.parent, path.name, cfg, True))
     return found
 
 
@@ -92,7 +93,7 @@ def _walk(
             else:
                 _walk(root, path, cfg, found, seen, never_read)
         else:
-            found.files.append(_file_entry(path, root, cfg, False))
+            found.files.append(_file_entry(path, root, relpath, cfg, False))
 
 
 def _dir_prune_reason(path: Path, relpath: str, cfg: IngestConfig) -> str | None:
@@ -120,8 +121,9 @@ def _dangling(path: Path, root: Path, skip_reason: str | None) -> FoundFile:
     return entry
 
 
-def _file_entry(path: Path, root: Path, cfg: IngestConfig, explicit: bool) -> FoundFile:
-    relpath = _rel(root, path) or path.name
+def _file_entry(
+    path: Path, root: Path, relpath: str, cfg: IngestConfig, explicit: bool
+) -> FoundFile:
     entry = FoundFile(path=str(path), relpath=relpath, root=str(root))
     try:
         st = path.stat()

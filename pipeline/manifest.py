@@ -38,9 +38,23 @@ def dataset_digest(splits: dict[str, dict[str, Any]]) -> str:
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
     final = Path(directory) / MANIFEST_NAME
     tmp = final.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(manifest_json(manifest), encoding="utf-8")
     os.replace(tmp, final)
     return final
+
+
+def manifest_json(manifest: dict[str, Any]) -> str:
+    """Indented, except that each file record is one line: as readable, and several times
+    faster than `indent=1` throughout, which makes `json` use its pure-Python encoder (~0.2 s
+    for a few thousand files)."""
+    head = {key: value for key, value in manifest.items() if key != "files"}
+    text = json.dumps(head, indent=1, ensure_ascii=False)
+    if "files" not in manifest:
+        return text + "\n"
+    rows = ",\n  ".join(json.dumps(record, ensure_ascii=False) for record in manifest["files"])
+    listing = f"[\n  {rows}\n ]" if rows else "[]"
+    opening = text[: -len("\n}")] + "," if head else "{"
+    return f'{opening}\n "files": {listing}\n}}\n'
 
 
 def load_manifest(directory: Path) -> dict[str, Any]:

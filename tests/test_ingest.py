@@ -112,6 +112,16 @@ def test_every_file_is_accounted_for_once_with_a_reason(tmp_path: Path) -> None:
     assert manifest["counts"]["files"] == len(on_disk)
 
 
+def test_the_manifest_file_is_the_returned_manifest_with_one_line_per_file(tmp_path: Path):
+    src, out = corpus(tmp_path / "src"), tmp_path / "out"
+    manifest = ingest(IngestConfig(sources=[src], out=out, workers=1))
+    text = (out / "manifest.json").read_text(encoding="utf-8")
+    assert json.loads(text) == manifest
+    lines = {line.strip().removesuffix(",") for line in text.splitlines()}
+    for record in manifest["files"]:
+        assert json.dumps(record, ensure_ascii=False) in lines
+
+
 def test_same_text_in_different_files_is_ingested_once(tmp_path: Path) -> None:
     src = write_tree(
         tmp_path / "src",

@@ -9,6 +9,7 @@ write it) and the same fused AdamW. A step is forward + loss + backward + gradie
 at 1.0 + AdamW step; our side runs `model.train.train_step`, exactly what training runs.
 Sides alternate every repetition in this process, and each repetition also times a large
 square matmul in fp32 and bf16, so the MFU columns use peaks measured under the same load.
+`--compile` runs our side through torch.compile (compiled in the untimed warm-up step).
 Prints medians and ratios; asserts nothing.
 
   (a) 4 layers, 4 heads, 128 wide, context 64, batch 12 (GPT-2 vocab padded to 50304)
@@ -50,9 +51,12 @@ class Side:
     step: Callable[[], None]
 
 
-def build_sides(config: GPTConfig, batch: int, precision: str, seed: int) -> list[Side]:
+def build_sides(
+    config: GPTConfig, batch: int, precision: str, seed: int, compile: bool = False
+) -> list[Side]:
     torch.manual_seed(seed)
     ours = GPT(config)
+    runnable = torch.compile(ours) if compile else ours
     hf = GPT2LMHeadModel(GPT2Config(**hf_config_kwargs(config)))
     missing, unexpected = hf.load_state_dict(to_hf(ours.state_dict()), strict=False)
     assert not unexpected and all(k.endswith("attn.bias") for k in missing), (missing, unexpected)
@@ -62,7 +66,7 @@ def build_sides(config: GPTConfig, batch: int, precision: str, seed: int) -> lis
     hf_opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True)
 
     def ours_step() -> None:
-        train_step(ours, ours_opt, [(x, y)], precision, CPU, grad_clip=1.0)
+        train_step(runnable, ours_opt, [(x, y)], precision, CPU, grad_clip=1.0)
 
     def hf_step() -> None:
         with autocast(precision, CPU):
@@ -92,9 +96,16 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def bench(name: str, precision: str, steps: int, repeats: int, peaks: dict[str, list[float]]):
+def bench(
+    name: str,
+    precision: str,
+    steps: int,
+    repeats: int,
+    peaks: dict[str, list[float]],
+    compile: bool = False,
+):
     config, batch = CONFIGS[name]
-    sides = build_sides(config, batch, precision, seed=0)
+    sides = build_sides(config, batch, precision, seed=0, compile=compile)
     for side in sides:
         side.step()
     tokens = batch * config.block_size * steps
@@ -119,6 +130,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per repetition")
     parser.add_argument("--repeats", type=int, default=5, help="alternating repetitions")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile our model (TrainConfig.compile)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
@@ -132,7 +146,9 @@ def main() -> None:
     results: dict[tuple[str, str], tuple[dict[str, float], float]] = {}
     for name in configs:
         for precision in precisions:
-            results[name, precision] = bench(name, precision, args.steps, args.repeats, peaks)
+            results[name, precision] = bench(
+                name, precision, args.steps, args.repeats, peaks, args.compile
+            )
     peak = {k: statistics.median(v) for k, v in peaks.items()}
     print(
         f"\nmatmul peak ({PEAK_SIZE}^2, median of repetitions): "
