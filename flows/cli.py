@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, default=200)
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--grad-accum", type=int, default=1)
+    train.add_argument(
+        "--tokens-per-step",
+        type=int,
+        default=None,
+        help="target tokens per optimizer step; sets --grad-accum from it",
+    )
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (CUDA)")
     train.add_argument("--eval-interval", type=int, default=50)
@@ -54,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-name", default="gptforge", help="MLflow registered model")
 
     gen = commands.add_parser("generate", help="batch generation job, or stream one prompt")
-    gen.add_argument("--model", required=True, help="models:/NAME/VERSION, runs:/ID/model, dir")
+    gen.add_argument(
+        "--model",
+        required=True,
+        help="models:/NAME/VERSION, models:/NAME@ALIAS, models:/NAME/latest, runs:/ID/model, dir",
+    )
     source = gen.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompts", help=".txt (one per line) or .jsonl with overrides")
     source.add_argument("--prompt", help="one prompt: stream the completion to the terminal")
@@ -170,6 +180,7 @@ def run_train(args: argparse.Namespace) -> int:
         "max_steps": args.max_steps,
         "batch_size": args.batch_size,
         "grad_accum": args.grad_accum,
+        "tokens_per_step": args.tokens_per_step,
         "learning_rate": args.learning_rate,
         "precision": args.precision,
         "eval_interval": args.eval_interval,
@@ -182,7 +193,10 @@ def run_train(args: argparse.Namespace) -> int:
     }
     if int(os.environ.get("RANK", "0")) > 0:
         return run_train_worker(settings)
-    from flows.train import train_flow
+    from flows.train import train_config, train_flow
+    from model.train import validate
+
+    validate(train_config(**settings))
 
     with ProgressBar(unit="step") as bar:
         set_progress_sink(bar.update)
@@ -299,6 +313,12 @@ def run_generate(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     if args.prompt is not None:
+        if args.out or args.num_return_sequences != 1:
+            raise ConfigError(
+                "prompt",
+                "--prompt streams one completion to the terminal; for --out or "
+                "--num-return-sequences write the prompt to a file and pass --prompts",
+            )
         return stream_one(args.model, args.prompt, sweep)
     from flows.generate import generate_flow
 
@@ -324,17 +344,21 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def stream_one(model_ref: str, prompt: str, sweep: dict) -> int:
     """Interactive use: no flow, no tracking, tokens printed as they are sampled."""
+    from flows.generate import inference_device
     from flows.models import resolve_model
     from model.checkpoint import load_model
     from model.generate import Generation, stream
     from model.generation_job import SWEEPABLE, sampling_grid
     from pipeline.tokenizer import decode, encode
 
-    first = {k: v[0] if k in SWEEPABLE and isinstance(v, list) else v for k, v in sweep.items()}
-    (settings,) = sampling_grid(first)
-    model = load_model(resolve_model(model_ref).checkpoint)
+    for name in SWEEPABLE:
+        if isinstance(sweep[name], list):
+            raise ConfigError(name, "--prompt streams one completion: give one value, not a sweep")
+    (settings,) = sampling_grid(sweep)
+    device, autocast = inference_device()
+    model = load_model(resolve_model(model_ref).checkpoint, device)
     print(prompt, end="", flush=True)
-    for event in stream(model, [encode(prompt)], settings, decode=decode):
+    for event in stream(model, [encode(prompt)], settings, decode=decode, autocast_dtype=autocast):
         if isinstance(event, Generation):
             print(f"\n[{event.finish_reason}, {event.tokens_per_second:.1f} tokens/s]")
         else:

@@ -23,7 +23,7 @@ from flows.train import MODEL_VERSION_TAG
 from model.checkpoint import CONFIG, load_model
 from model.config import GPTConfig
 from model.diversity import diversity
-from model.generate import Generation, generate, validate_prompts
+from model.generate import Generation, generate, validate_job, validate_prompts
 from model.generation_job import Prompt, load_prompts, sampling_grid, setting_label, with_overrides
 from model.plots import plot_diversity
 from model.sampling import SamplingConfig
@@ -42,14 +42,19 @@ def generate_task(
     grid: list[SamplingConfig],
     num_return_sequences: int,
     batch_size: int,
-) -> list[dict[str, Any]]:
-    """Run every (setting, prompt) pair, batching prompts that share effective settings."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """Run every (setting, prompt) pair, batching prompts that share effective settings.
+
+    Returns the records and each grid point's wall-clock seconds. A prompt keeps its index in
+    the job whatever group it is batched in, so its text does not depend on other prompts'
+    overrides."""
+    device, autocast = inference_device()
     model = load_model(ref.checkpoint, device)
-    autocast = torch.bfloat16 if device.type == "cuda" else None
     tokens = [encode(p.text) for p in prompts]
     records, done, total = [], 0, len(grid) * len(prompts) * num_return_sequences
+    seconds = []
     for setting_index, base in enumerate(grid):
+        started = time.perf_counter()
         groups: dict[SamplingConfig, list[int]] = {}
         for i, prompt in enumerate(prompts):
             groups.setdefault(with_overrides(base, prompt.overrides), []).append(i)
@@ -63,15 +68,23 @@ def generate_task(
                 decode=decode,
                 device=device,
                 autocast_dtype=autocast,
+                prompt_indices=indices,
             )
             for out in outputs:
-                index = indices[out.prompt_index]
-                records.append(
-                    _record(prompts[index].text, index, out, settings, setting_index, ref)
-                )
+                text = prompts[out.prompt_index].text
+                records.append(_record(text, out, settings, setting_index, ref))
             done += len(outputs)
             report("generate", done, total)
-    return sorted(records, key=lambda r: (r["setting_index"], r["prompt_index"], r["sample_index"]))
+        seconds.append(time.perf_counter() - started)
+    records.sort(key=lambda r: (r["setting_index"], r["prompt_index"], r["sample_index"]))
+    return records, seconds
+
+
+def inference_device() -> tuple[torch.device, torch.dtype | None]:
+    """The GPU when there is one (bf16 autocast), else the CPU in fp32."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), None
 
 
 @flow(name="generate")
@@ -130,6 +143,7 @@ def generate_flow(
     for settings in grid:
         for prompt in job:
             with_overrides(settings, prompt.overrides)
+    validate_job(num_return_sequences, batch_size)
     ref = resolve_model(model)
     config = GPTConfig.load(ref.checkpoint / CONFIG)
     validate_prompts([encode(p.text) for p in job], config.block_size, config.vocab_size)
@@ -156,12 +170,12 @@ def generate_flow(
         )
         mlflow.set_tags(_model_tags(ref))
         started = time.perf_counter()
-        records = generate_task(ref, job, grid, num_return_sequences, batch_size)
+        records, seconds = generate_task(ref, job, grid, num_return_sequences, batch_size)
         elapsed = time.perf_counter() - started
         _write_jsonl(out_path, records)
         mlflow.log_artifact(str(out_path))
         mlflow.log_table(_table(records), artifact_file=TABLE_FILE)
-        by_setting = _metrics_by_setting(records, grid)
+        by_setting = _metrics_by_setting(records, grid, seconds)
         for label, metrics in by_setting.items():
             mlflow.log_metrics({f"{k}.{label}": v for k, v in metrics.items()})
         mlflow.log_metrics(
@@ -200,7 +214,6 @@ def generate_flow(
 
 def _record(
     prompt: str,
-    prompt_index: int,
     out: Generation,
     settings: SamplingConfig,
     setting_index: int,
@@ -210,7 +223,7 @@ def _record(
     return {
         "prompt": prompt,
         "completion": out.text,
-        "prompt_index": prompt_index,
+        "prompt_index": out.prompt_index,
         "sample_index": out.sample_index,
         "setting": setting_label(settings),
         "setting_index": setting_index,
@@ -230,17 +243,17 @@ def _record(
 
 
 def _metrics_by_setting(
-    records: list[dict[str, Any]], grid: list[SamplingConfig]
+    records: list[dict[str, Any]], grid: list[SamplingConfig], seconds: list[float]
 ) -> dict[str, dict[str, float]]:
+    """Per grid point, over all its outputs (prompts with overrides included): new tokens per
+    wall-clock second of the grid point, mean completion length, diversity."""
     metrics = {}
-    for settings in grid:
-        label = setting_label(settings)
-        rows = [r for r in records if r["setting"] == label]
-        completions = [r["completion_token_ids"] for r in rows]
-        seconds = sum(r["seconds"] for r in rows) or 1e-9
-        metrics[label] = {
-            "mean_completion_tokens": sum(map(len, completions)) / max(1, len(completions)),
-            "tokens_per_s": sum(map(len, completions)) / seconds,
+    for index, settings in enumerate(grid):
+        completions = [r["completion_token_ids"] for r in records if r["setting_index"] == index]
+        tokens = sum(map(len, completions))
+        metrics[setting_label(settings)] = {
+            "mean_completion_tokens": tokens / max(1, len(completions)),
+            "tokens_per_s": tokens / max(seconds[index], 1e-9),
             **diversity(completions),
         }
     return metrics

@@ -27,8 +27,8 @@ from flows.tracking import (
 from model.checkpoint import CONFIG, TRAINER_STATE
 from model.config import preset as model_preset
 from model.data import Dataset
-from model.train import Callbacks, TrainResult, train
-from model.train_config import TrainConfig
+from model.train import Callbacks, TrainResult, train, validate
+from model.train_config import TrainConfig, grad_accum_for
 from pipeline.config import ConfigError
 
 INGEST_RUN_TAG = "gptforge.ingest_run_id"
@@ -90,6 +90,7 @@ def train_flow(
     max_steps: int = 200,
     batch_size: int = 8,
     grad_accum: int = 1,
+    tokens_per_step: int | None = None,
     learning_rate: float = 1e-3,
     precision: str = "auto",
     eval_interval: int = 50,
@@ -110,6 +111,8 @@ def train_flow(
         max_steps: optimizer steps to train to (a resumed run continues to this step).
         batch_size: sequences per micro-batch (each block_size tokens long).
         grad_accum: micro-batches accumulated per optimizer step.
+        tokens_per_step: a target of tokens per optimizer step (all processes) instead of
+            grad_accum: it must be a multiple of batch_size x block_size x processes.
         learning_rate: peak learning rate after warmup; cosine decay to a tenth of it.
         precision: auto, fp32, bf16 or fp16 (fp16 needs CUDA).
         eval_interval: steps between validation-loss evaluations.
@@ -129,6 +132,7 @@ def train_flow(
         max_steps=max_steps,
         batch_size=batch_size,
         grad_accum=grad_accum,
+        tokens_per_step=tokens_per_step,
         learning_rate=learning_rate,
         precision=precision,
         eval_interval=eval_interval,
@@ -137,7 +141,7 @@ def train_flow(
         init_from=init_from,
         seed=seed,
     )
-    dataset = Dataset.open(cfg.data_dir)
+    _, dataset, _ = validate(cfg)
     out = cfg.out_dir
     ingest_run = find_stage_run(experiment, "ingest", dataset.digest)
     with stage_run("train", experiment, run_name=f"train-{preset}-{out.name}") as run_id:
@@ -186,6 +190,7 @@ def train_config(
     max_steps: int = 200,
     batch_size: int = 8,
     grad_accum: int = 1,
+    tokens_per_step: int | None = None,
     learning_rate: float = 1e-3,
     precision: str = "auto",
     eval_interval: int = 50,
@@ -202,10 +207,14 @@ def train_config(
     if out_dir is None and (resume or "RANK" in os.environ):
         raise ConfigError("out_dir", "resume and torchrun need an explicit out_dir")
     dataset = Dataset.open(Path(data_dir))
+    model = model_preset(preset, **(model_overrides or {}))
+    if tokens_per_step is not None:
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        grad_accum = grad_accum_for(tokens_per_step, batch_size, model.block_size, processes)
     return TrainConfig(
         data_dir=Path(data_dir),
         out_dir=Path(out_dir) if out_dir else _new_out_dir(dataset.digest),
-        model=model_preset(preset, **(model_overrides or {})),
+        model=model,
         max_steps=max_steps,
         batch_size=batch_size,
         grad_accum=grad_accum,

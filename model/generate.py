@@ -73,6 +73,14 @@ def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+def validate_job(num_return_sequences: int, batch_size: int) -> None:
+    """The job's shape settings, checked before a model is loaded."""
+    if num_return_sequences < 1:
+        raise ConfigError("num_return_sequences", f"must be >= 1, got {num_return_sequences}")
+    if batch_size < 1:
+        raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
+
+
 def validate_prompts(prompts: Sequence[Sequence[int]], block_size: int, vocab_size: int) -> None:
     """Refuse what cannot be generated from, naming the prompt; cheap, before any model work."""
     if len(prompts) == 0:
@@ -342,6 +350,7 @@ def stream(
     autocast_dtype: torch.dtype | None = None,
     no_cache: bool = False,
     text_events: bool = True,
+    prompt_indices: Sequence[int] | None = None,
 ) -> Iterator[TokenEvent | Generation]:
     """Generate, yielding a `TokenEvent` per sampled token and a `Generation` per finished output.
 
@@ -349,19 +358,21 @@ def stream(
     moved there); `autocast_dtype` (e.g. torch.bfloat16) runs the forward under autocast;
     `no_cache` recomputes the whole sequence every step (a reference and a baseline).
     `text_events` decodes every step to fill `TokenEvent.text` (needs `decode`).
+    `prompt_indices` name the prompts (default 0, 1, ...): an output's random stream and its
+    `prompt_index` come from them, so a job split into several calls keeps every output's text.
     """
     sampling = sampling or SamplingConfig()
-    if num_return_sequences < 1:
-        raise ConfigError("num_return_sequences", f"must be >= 1, got {num_return_sequences}")
-    if batch_size < 1:
-        raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
+    validate_job(num_return_sequences, batch_size)
     config = model.config
     prompts = [[int(t) for t in prompt] for prompt in prompts]
     validate_prompts(prompts, config.block_size, config.vocab_size)
+    indices = list(range(len(prompts))) if prompt_indices is None else list(prompt_indices)
+    if len(indices) != len(prompts) or len(set(indices)) != len(indices):
+        raise ConfigError("prompt_indices", "give one distinct index per prompt")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     rows = [
         _Row(i, s, prompt, min(sampling.max_new_tokens, config.block_size - len(prompt)))
-        for i, prompt in enumerate(prompts)
+        for i, prompt in zip(indices, prompts, strict=True)
         for s in range(num_return_sequences)
     ]
     rows.sort(key=lambda row: -len(row.prompt))
@@ -387,6 +398,7 @@ def generate(
     device: torch.device | str | None = None,
     autocast_dtype: torch.dtype | None = None,
     no_cache: bool = False,
+    prompt_indices: Sequence[int] | None = None,
 ) -> list[Generation]:
     """Generate every output; results ordered by (prompt index, sample index).
 
@@ -404,6 +416,7 @@ def generate(
         autocast_dtype=autocast_dtype,
         no_cache=no_cache,
         text_events=on_token is not None,
+        prompt_indices=prompt_indices,
     )
     results = []
     for event in events:

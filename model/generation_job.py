@@ -45,7 +45,8 @@ def load_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[Pr
 
 
 def sampling_grid(base: dict[str, Any]) -> list[SamplingConfig]:
-    """Every combination of the swept settings (lists), each one validated."""
+    """Every combination of the swept settings (lists), each one validated; combinations that
+    decode alike (greedy ignores temperature, top_k and top_p) are kept once."""
     axes = {
         k: (v if isinstance(v, list | tuple) else [v]) for k, v in base.items() if k in SWEEPABLE
     }
@@ -53,10 +54,11 @@ def sampling_grid(base: dict[str, Any]) -> list[SamplingConfig]:
         if not values:
             raise ConfigError(name, "an empty list sweeps nothing; give at least one value")
     fixed = {k: v for k, v in base.items() if k not in SWEEPABLE}
-    return [
-        SamplingConfig(**fixed, **dict(zip(axes, combo, strict=True)))
-        for combo in itertools.product(*axes.values())
-    ]
+    grid: dict[str, SamplingConfig] = {}
+    for combo in itertools.product(*axes.values()):
+        settings = SamplingConfig(**fixed, **dict(zip(axes, combo, strict=True)))
+        grid.setdefault(setting_label(settings), settings)
+    return list(grid.values())
 
 
 def with_overrides(settings: SamplingConfig, overrides: dict[str, Any]) -> SamplingConfig:

@@ -18,7 +18,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise ConfigError("precision", f"{precision!r} is not one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
-        if precision in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        if precision in ("auto", "bf16") and native_bf16:
             return "bf16"
         if precision == "bf16":
             raise ConfigError("precision", "bf16 is not supported by this GPU; use fp16 or fp32")

@@ -25,7 +25,10 @@ from pipeline.tokenizer import EOT_TOKEN
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How to pick tokens; the names and defaults of Hugging Face's `GenerationConfig`."""
+    """How to pick tokens, under the names of Hugging Face's `GenerationConfig`.
+
+    The defaults differ where a batch job wants them to: sampling on (`do_sample=True`), no
+    top-k filter (`top_k=0`); `stop` is HF's `stop_strings`."""
 
     do_sample: bool = True
     temperature: float = 1.0

@@ -71,12 +71,13 @@ class Setup:
     resume_from: Path | None
 
 
-def prepare(cfg: TrainConfig) -> Setup:
-    """Every check that can fail, before any compute: data, tokenizer, device, precision."""
-    world, device = init_world(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+def validate(cfg: TrainConfig) -> tuple[str, Dataset, Path | None]:
+    """Every check that can fail, with no process group and no compute: device, precision,
+    data, tokenizer, checkpoints. Callers run it before they open a tracking run."""
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if cuda and not torch.cuda.is_available():
         raise ConfigError("device", "cuda requested but no CUDA device is available")
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, torch.device("cuda" if cuda else "cpu"))
     dataset = Dataset.open(cfg.data_dir)
     if dataset.tokenizer != cfg.model.tokenizer:
         raise ConfigError(
@@ -84,11 +85,17 @@ def prepare(cfg: TrainConfig) -> Setup:
             f"the data was tokenized with {dataset.tokenizer!r}, the model uses "
             f"{cfg.model.tokenizer!r}",
         )
+    return precision, dataset, _check_checkpoints(cfg, dataset)
+
+
+def prepare(cfg: TrainConfig) -> Setup:
+    """`validate`, then join the process group and open the token windows."""
+    precision, dataset, resume_from = validate(cfg)
+    world, device = init_world(cfg.device)
     train = TokenWindows(cfg.data_dir, "train", cfg.model.block_size)
     val = None
     if dataset.tokens["val"] > cfg.model.block_size:
         val = TokenWindows(cfg.data_dir, "val", cfg.model.block_size)
-    resume_from = _check_checkpoints(cfg)
     return Setup(world, device, precision, dataset, train, val, resume_from)
 
 
@@ -214,7 +221,8 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks) -> TrainResult:
         window_loss += float(step_loss)
         window_steps += 1
         final = step == cfg.max_steps
-        if step % cfg.log_interval == 0 or final:
+        evaluate = step % cfg.eval_interval == 0 or final
+        if step % cfg.log_interval == 0 or evaluate:
             elapsed = time.perf_counter() - window_start
             tokens_per_s = window_steps * cfg.tokens_per_step(world.size) / elapsed
             metrics = {
@@ -226,7 +234,7 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks) -> TrainResult:
             if flops_peak:
                 per_device = tokens_per_s / world.size
                 metrics["mfu"] = model.flops_per_token() * per_device / flops_peak
-            if step % cfg.eval_interval == 0 or final:
+            if evaluate:
                 metrics |= _evaluate(model, setup, cfg, precision)
             window_loss, window_steps = 0.0, 0
             last = {"step": step, **metrics}
@@ -284,7 +292,7 @@ def _evaluate(model: GPT, setup: Setup, cfg: TrainConfig, precision: str) -> dic
     return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
 
 
-def _check_checkpoints(cfg: TrainConfig) -> Path | None:
+def _check_checkpoints(cfg: TrainConfig, dataset: Dataset) -> Path | None:
     """Resume needs a checkpoint that fits; a fresh run must not mix with an old one."""
     root = cfg.out_dir / checkpoint.CHECKPOINTS
     if cfg.init_from is not None:
@@ -308,10 +316,31 @@ def _check_checkpoints(cfg: TrainConfig) -> Path | None:
     _check_same_model(latest, cfg, "resume")
     saved = checkpoint.read_trainer_state(latest)
     if saved["step"] > cfg.max_steps:
-        raise ConfigError(
-            "max_steps", f"the checkpoint is at step {saved['step']}, past max_steps"
-        )
+        raise ConfigError("max_steps", f"the checkpoint is at step {saved['step']}, past max_steps")
+    _check_same_run(latest, saved, cfg, dataset)
     return latest
+
+
+RESUME_MUST_MATCH = ("seed", "batch_size", "grad_accum")
+
+
+def _check_same_run(directory: Path, saved: dict, cfg: TrainConfig, dataset: Dataset) -> None:
+    """An exact resume needs the batches the run would have drawn: same data, seed, batch
+    shape. Different data or batch settings are a new run from these weights: `init_from`."""
+    if saved.get("dataset_digest") not in (None, dataset.digest):
+        raise ConfigError(
+            "resume",
+            f"checkpoint {directory} was trained on dataset {saved['dataset_digest'][:12]}, "
+            f"the data is {dataset.digest[:12]}; use init_from to continue on new data",
+        )
+    settings = saved.get("settings", {})
+    for name in RESUME_MUST_MATCH:
+        if name in settings and settings[name] != getattr(cfg, name):
+            raise ConfigError(
+                name,
+                f"checkpoint {directory} was trained with {name}={settings[name]}, the "
+                f"settings say {getattr(cfg, name)}; an exact resume needs the same value",
+            )
 
 
 def _check_same_model(directory: Path, cfg: TrainConfig, field_name: str) -> None:
@@ -320,7 +349,7 @@ def _check_same_model(directory: Path, cfg: TrainConfig, field_name: str) -> Non
         raise ConfigError(
             "tokenizer",
             f"checkpoint {directory} uses tokenizer {saved.tokenizer!r}, "
-            f"the data {cfg.model.tokenizer!r}",
+            f"the model settings {cfg.model.tokenizer!r}",
         )
     for key, value in saved.to_json().items():
         wanted = getattr(cfg.model, key)

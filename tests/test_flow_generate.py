@@ -101,6 +101,42 @@ def test_a_sweep_writes_records_table_params_tags_and_metrics(
     assert artifact is not None and "t0.5-k20-p0.95-r1" in str(artifact.data)
 
 
+def test_an_override_on_one_prompt_leaves_the_others_text_alone(
+    registered: dict, tmp_path: Path
+) -> None:
+    texts = []
+    for name, second in [
+        ("plain", '{"prompt": "Shards"}'),
+        ("override", '{"prompt": "Shards", "temperature": 0.3}'),
+    ]:
+        prompts = tmp_path / f"{name}.jsonl"
+        prompts.write_text(f'{{"prompt": "The model"}}\n{second}\n{{"prompt": "Tokens"}}\n')
+        result = generate_flow(
+            model=registered["uri"],
+            prompts_file=str(prompts),
+            max_new_tokens=6,
+            out=str(tmp_path / f"{name}-out.jsonl"),
+        )
+        records = [json.loads(line) for line in Path(result["records"]).read_text().splitlines()]
+        assert [r["prompt_index"] for r in records] == [0, 1, 2]
+        texts.append([r["completion"] for r in records])
+    plain, override = texts
+    assert (plain[0], plain[2]) == (override[0], override[2])
+
+
+def test_a_greedy_sweep_runs_each_distinct_decoding_once(registered: dict, tmp_path: Path) -> None:
+    result = generate_flow(
+        model=registered["uri"],
+        prompts=["Tokens"],
+        do_sample=False,
+        temperature=[0.5, 1.0],
+        top_k=[0, 20],
+        max_new_tokens=4,
+        out=str(tmp_path / "greedy.jsonl"),
+    )
+    assert result["outputs"] == 1 and list(result["metrics"]) == ["greedy-r1"]
+
+
 def test_the_same_job_gives_the_same_text(registered: dict, tmp_path: Path) -> None:
     runs = [
         generate_flow(
@@ -128,6 +164,8 @@ def test_the_same_job_gives_the_same_text(registered: dict, tmp_path: Path) -> N
         ({"top_k": -1}, "top_k", ">= 0"),
         ({"repetition_penalty": 0.0}, "repetition_penalty", "> 0"),
         ({"max_new_tokens": 0}, "max_new_tokens", ">= 1"),
+        ({"num_return_sequences": 0}, "num_return_sequences", ">= 1"),
+        ({"batch_size": 0, "model": "models:/no-such-model/7"}, "batch_size", ">= 1"),
         ({"model": "models:/no-such-model/7"}, "model", "does not exist"),
         ({"prompts": ["word " * 40]}, "prompts", "block_size=32"),
     ],

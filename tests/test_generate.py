@@ -90,6 +90,18 @@ def test_sampled_text_depends_only_on_seed_prompt_and_sample_index() -> None:
     assert row_seed(3, 0, 1) != row_seed(3, 1, 0)
 
 
+def test_a_job_split_into_calls_keeps_every_output_with_prompt_indices() -> None:
+    model = tiny_gpt()
+    whole = generate(model, PROMPTS, SAMPLED, num_return_sequences=2)
+    parts = generate(model, PROMPTS[2:], SAMPLED, num_return_sequences=2, prompt_indices=[2, 3])
+    parts += generate(model, PROMPTS[:2], SAMPLED, num_return_sequences=2, prompt_indices=[0, 1])
+    parts.sort(key=lambda g: (g.prompt_index, g.sample_index))
+    assert completions(parts) == completions(whole)
+    assert [g.prompt_index for g in parts] == [0, 0, 1, 1, 2, 2, 3, 3]
+    with pytest.raises(ConfigError, match="one distinct index per prompt"):
+        generate(model, PROMPTS[:2], SAMPLED, prompt_indices=[0, 0])
+
+
 def test_num_return_sequences_orders_results_by_prompt_then_sample() -> None:
     results = generate(tiny_gpt(), PROMPTS, SAMPLED, num_return_sequences=3, batch_size=5)
     assert [(g.prompt_index, g.sample_index) for g in results] == [

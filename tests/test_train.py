@@ -170,3 +170,33 @@ def test_resume_and_reuse_mistakes_are_refused(token_data: Path, tmp_path: Path)
     with pytest.raises(ConfigError, match="tokenizer") as err:
         train(micro_config(token_data, tmp_path / "x", model=other))
     assert err.value.field == "tokenizer"
+
+
+def test_resume_refuses_settings_that_would_draw_other_batches(
+    token_data: Path, tmp_path: Path
+) -> None:
+    train(micro_config(token_data, tmp_path, max_steps=3))
+    for field_name, value in [("seed", 7), ("batch_size", 2), ("grad_accum", 2)]:
+        with pytest.raises(ConfigError, match="exact resume needs the same value") as err:
+            train(micro_config(token_data, tmp_path, resume=True, **{field_name: value}))
+        assert err.value.field == field_name
+
+
+def test_resume_refuses_a_dataset_that_changed(token_data: Path, tmp_path: Path) -> None:
+    train(micro_config(token_data, tmp_path, max_steps=3))
+    state_file = resolve_checkpoint(tmp_path) / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps(state | {"dataset_digest": "0" * 64}))
+    with pytest.raises(ConfigError, match="use init_from to continue on new data") as err:
+        train(micro_config(token_data, tmp_path, resume=True))
+    assert err.value.field == "resume"
+
+
+def test_validation_runs_at_every_eval_interval_even_between_log_steps(
+    token_data: Path, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    train(micro_config(token_data, tmp_path, log_interval=2, eval_interval=3), recorder)
+    evaluated = [step for step, metrics in recorder.metrics if "val_loss" in metrics]
+    assert evaluated == [3, 6]
+    assert [step for step, _ in recorder.metrics] == [2, 3, 4, 6]
