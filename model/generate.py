@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from model.gpt import GPT
-from model.kv_cache import KVCache, attention_mask, positions
+from model.kv_cache import KVCache
 from model.sampling import Processor, SamplingConfig, build_processors, next_tokens
 from pipeline.config import ConfigError
 from pipeline.tokenizer import EOT_TOKEN
@@ -190,22 +190,6 @@ class _Head:
         return x @ self.k_major
 
 
-def _trunk(model: GPT, idx: Tensor, cache: KVCache) -> Tensor:
-    """`GPT.forward` with a cache, stopped at the final LayerNorm of the last position.
-
-    The no-cache path calls `GPT.forward` itself, so the tests that compare the two guard
-    this copy of its first lines.
-    """
-    t = model.transformer
-    pos = positions(cache.pos, idx.size(1), cache.pad, idx.device)
-    mask = attention_mask(cache.pos, idx.size(1), cache.pad, idx.device)
-    x = t.drop(t.wte(idx) + t.wpe(pos))
-    for block in t.h:
-        x = block(x, mask, cache)
-    cache.advance(idx.size(1))
-    return t.ln_f(x[:, -1])
-
-
 @dataclass
 class _Job:
     """What every batch of one `stream` call shares."""
@@ -272,7 +256,7 @@ class _Batch:
                 logits = logits[:, -1, : job.model.config.tokenizer_vocab_size]
             else:
                 new = self.history[:, self.cache.pos : self.width]
-                logits = job.head(_trunk(job.model, new, self.cache))
+                logits = job.head(job.model.hidden(new, cache=self.cache)[:, -1])
         seen = self.history[:, : self.width] if job.sampling.repetition_penalty != 1 else None
         uniforms = None if self.uniforms is None else self.uniforms[:, step]
         return next_tokens(logits.float(), seen, job.sampling, job.chain, uniforms)

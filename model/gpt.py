@@ -120,7 +120,23 @@ class GPT(nn.Module):
         left padding when there is no cache (with a cache, the cache holds it). `last_only`
         computes logits for the final position only: what generation needs.
         """
-        B, T = idx.shape
+        x = self.hidden(idx, cache=cache, pad=pad)
+        if last_only:
+            x = x[:, -1:]
+        logits = self.lm_head(x)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+        )
+        return logits, loss
+
+    def hidden(
+        self, idx: Tensor, *, cache: KVCache | None = None, pad: Tensor | None = None
+    ) -> Tensor:
+        """The final LayerNorm's output (B, T, C): everything but the LM head, which decoding
+        applies to the last position only, in its own layout (model/generate.py)."""
+        T = idx.size(1)
         start = cache.pos if cache is not None else 0
         if cache is not None:
             pad = cache.pad
@@ -135,16 +151,7 @@ class GPT(nn.Module):
             x = block(x, mask, cache)
         if cache is not None:
             cache.advance(T)
-        x = self.transformer.ln_f(x)
-        if last_only:
-            x = x[:, -1:]
-        logits = self.lm_head(x)
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
-        )
-        return logits, loss
+        return self.transformer.ln_f(x)
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L T C."""
