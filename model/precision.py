@@ -13,8 +13,9 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` becomes bf16 wherever the hardware runs it natively (measured faster on CPU too:
-    docs/benchmarks.md); fp16 is refused on CPU, where there is no GradScaler path."""
+    """`auto` becomes bf16 wherever the hardware runs it natively (tensor cores; on CPU,
+    oneDNN's AVX-512 BF16 / AMX), else fp32: emulated bf16 matmuls run tens of times slower
+    than fp32 (docs/benchmarks.md). fp16 is refused on CPU, where there is no GradScaler path."""
     if precision not in PRECISIONS:
         raise ConfigError("precision", f"{precision!r} is not one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
