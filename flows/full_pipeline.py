@@ -156,7 +156,10 @@ def _promote(name: str, version: str, val_loss: float | None, alias: str) -> boo
         if new_loss > held:
             get_run_logger().info(
                 "%s stays on version %s: val loss %.4f beats %.4f",
-                alias, holder.version, held, new_loss,
+                alias,
+                holder.version,
+                held,
+                new_loss,
             )
             return False
     client.set_registered_model_alias(name, alias, version)

@@ -141,7 +141,7 @@ def train_flow(
         init_from=init_from,
         seed=seed,
     )
-    _, dataset, _ = validate(cfg)
+    dataset = validate(cfg).dataset
     out = cfg.out_dir
     ingest_run = find_stage_run(experiment, "ingest", dataset.digest)
     with stage_run("train", experiment, run_name=f"train-{preset}-{out.name}") as run_id:

@@ -71,9 +71,21 @@ class Setup:
     resume_from: Path | None
 
 
-def validate(cfg: TrainConfig) -> tuple[str, Dataset, Path | None]:
+@dataclass
+class Checked:
+    """What `validate` found usable: the resolved precision, the data and where to resume."""
+
+    precision: str
+    dataset: Dataset
+    train: TokenWindows
+    val: TokenWindows | None
+    resume_from: Path | None
+
+
+def validate(cfg: TrainConfig) -> Checked:
     """Every check that can fail, with no process group and no compute: device, precision,
-    data, tokenizer, checkpoints. Callers run it before they open a tracking run."""
+    data, tokenizer, windows that fit the context, checkpoints. Callers run it before they
+    open a tracking run."""
     cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if cuda and not torch.cuda.is_available():
         raise ConfigError("device", "cuda requested but no CUDA device is available")
@@ -85,18 +97,26 @@ def validate(cfg: TrainConfig) -> tuple[str, Dataset, Path | None]:
             f"the data was tokenized with {dataset.tokenizer!r}, the model uses "
             f"{cfg.model.tokenizer!r}",
         )
-    return precision, dataset, _check_checkpoints(cfg, dataset)
-
-
-def prepare(cfg: TrainConfig) -> Setup:
-    """`validate`, then join the process group and open the token windows."""
-    precision, dataset, resume_from = validate(cfg)
-    world, device = init_world(cfg.device)
     train = TokenWindows(cfg.data_dir, "train", cfg.model.block_size)
     val = None
     if dataset.tokens["val"] > cfg.model.block_size:
         val = TokenWindows(cfg.data_dir, "val", cfg.model.block_size)
-    return Setup(world, device, precision, dataset, train, val, resume_from)
+    return Checked(precision, dataset, train, val, _check_checkpoints(cfg, dataset))
+
+
+def prepare(cfg: TrainConfig) -> Setup:
+    """`validate`, then join the process group torchrun describes."""
+    checked = validate(cfg)
+    world, device = init_world(cfg.device)
+    return Setup(
+        world,
+        device,
+        checked.precision,
+        checked.dataset,
+        checked.train,
+        checked.val,
+        checked.resume_from,
+    )
 
 
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
