@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from flows.progress import set_progress_sink
 from flows.servers import add_commands as add_server_commands
 from flows.servers import use_running_servers
 from pipeline.config import ConfigError
+
+FLOW_COMMANDS = ("ingest", "train", "generate", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_running_servers()
     try:
         handler = getattr(args, "handler", None) or COMMANDS[args.command]
-        return handler(args)
+        if args.command not in FLOW_COMMANDS:
+            return handler(args)
+        with ephemeral_run_settings():
+            return handler(args)
     except ConfigError as exc:
         print(f"gptforge {args.command}: invalid setting {exc}", file=sys.stderr)
         return 2
@@ -128,6 +134,21 @@ def run_sample(args: argparse.Namespace) -> int:
 
     print(f"sample corpus written to {build_sample(args.out)}")
     return 0
+
+
+@contextmanager
+def ephemeral_run_settings() -> Iterator[None]:
+    """Without a Prefect server (no PREFECT_API_URL), flows run on a temporary one that ends
+    with this process: nobody watches for crashed runs, so Prefect's flow-run heartbeat,
+    which costs up to 1 s at the end of every flow run, is switched off (docs/benchmarks.md).
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def run_ingest(args: argparse.Namespace) -> int:
