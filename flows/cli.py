@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
-from flows.progress import set_progress_sink
+from flows.home import ephemeral_run_settings
+from flows.progress import ProgressBar, set_progress_sink
 from flows.servers import add_commands as add_server_commands
 from flows.servers import use_running_servers
 from pipeline.config import ConfigError
@@ -134,21 +134,6 @@ def run_sample(args: argparse.Namespace) -> int:
 
     print(f"sample corpus written to {build_sample(args.out)}")
     return 0
-
-
-@contextmanager
-def ephemeral_run_settings() -> Iterator[None]:
-    """Without a Prefect server (no PREFECT_API_URL), flows run on a temporary one that ends
-    with this process: nobody watches for crashed runs, so Prefect's flow-run heartbeat,
-    which costs up to 1 s at the end of every flow run, is switched off (docs/benchmarks.md).
-    """
-    if os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
 
 
 def run_ingest(args: argparse.Namespace) -> int:
@@ -409,35 +394,6 @@ def parse_overrides(pairs: list[str]) -> dict[str, int | float | bool]:
             except ValueError as exc:
                 raise ConfigError(key, f"{raw!r} is not a number") from exc
     return out
-
-
-class ProgressBar:
-    """A tqdm bar per stage, shown only while there is work to count."""
-
-    def __init__(self, unit: str = "file") -> None:
-        self._bar = None
-        self._stage = ""
-        self._unit = unit
-
-    def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None:
-        from tqdm import tqdm
-
-        if self._bar is None or stage != self._stage:
-            if self._bar is not None:
-                self._bar.close()
-            self._bar = tqdm(total=total, desc=stage, unit=self._unit, file=sys.stderr)
-            self._stage = stage
-        self._bar.n = done
-        if info:
-            self._bar.set_postfix({k: f"{v:.4g}" for k, v in info.items()}, refresh=False)
-        self._bar.refresh()
-
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 COMMANDS = {

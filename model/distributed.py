@@ -26,9 +26,14 @@ class World:
         return self.size > 1
 
 
+def wants_cuda(device_request: str) -> bool:
+    """`cuda`, or `auto` on a machine with a CUDA device."""
+    return device_request == "cuda" or (device_request == "auto" and torch.cuda.is_available())
+
+
 def init_world(device_request: str) -> tuple[World, torch.device]:
     """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU), pick the device."""
-    cuda = device_request == "cuda" or (device_request == "auto" and torch.cuda.is_available())
+    cuda = wants_cuda(device_request)
     if "RANK" not in os.environ:
         return World(), torch.device("cuda" if cuda else "cpu")
     world = World(

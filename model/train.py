@@ -25,6 +25,7 @@ from model.distributed import (
     mean_across,
     no_sync_unless,
     shutdown,
+    wants_cuda,
     wrap,
 )
 from model.gpt import GPT
@@ -59,19 +60,6 @@ class TrainResult:
 
 
 @dataclass
-class Setup:
-    """Everything checked and built before the first step."""
-
-    world: World
-    device: torch.device
-    precision: str
-    dataset: Dataset
-    train: TokenWindows
-    val: TokenWindows | None
-    resume_from: Path | None
-
-
-@dataclass
 class Checked:
     """What `validate` found usable: the resolved precision, the data and where to resume."""
 
@@ -82,11 +70,19 @@ class Checked:
     resume_from: Path | None
 
 
+@dataclass
+class Setup(Checked):
+    """`Checked`, plus the process group and device: everything built before the first step."""
+
+    world: World
+    device: torch.device
+
+
 def validate(cfg: TrainConfig) -> Checked:
     """Every check that can fail, with no process group and no compute: device, precision,
     data, tokenizer, windows that fit the context, checkpoints. Callers run it before they
     open a tracking run."""
-    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    cuda = wants_cuda(cfg.device)
     if cuda and not torch.cuda.is_available():
         raise ConfigError("device", "cuda requested but no CUDA device is available")
     precision = resolve_precision(cfg.precision, torch.device("cuda" if cuda else "cpu"))
@@ -108,15 +104,7 @@ def prepare(cfg: TrainConfig) -> Setup:
     """`validate`, then join the process group torchrun describes."""
     checked = validate(cfg)
     world, device = init_world(cfg.device)
-    return Setup(
-        world,
-        device,
-        checked.precision,
-        checked.dataset,
-        checked.train,
-        checked.val,
-        checked.resume_from,
-    )
+    return Setup(**vars(checked), world=world, device=device)
 
 
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prefect.settings import get_current_settings
 
-from flows.cli import ephemeral_run_settings
+from flows.home import ephemeral_run_settings
 
 
 def test_the_heartbeat_is_off_only_on_prefects_temporary_server(
