@@ -1,8 +1,10 @@
-"""The bundled sample corpus: gptforge's own docs and source, plus a PDF and a scanned-looking
-image rendered from its own text. Built on demand, so nothing third-party is shipped."""
+"""The bundled sample corpus: gptforge's own source, plus a PDF and a scanned-looking image
+typeset from its module docstrings. Built on demand from the installed packages alone (a wheel
+has no README or docs/), so nothing third-party is shipped."""
 
 from __future__ import annotations
 
+import ast
 import random
 import shutil
 import textwrap
@@ -12,38 +14,57 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from reportlab.lib.pagesizes import A5
 from reportlab.pdfgen import canvas
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("README.md", "docs/*.md", "pipeline/*.py", "model/*.py", "flows/*.py")
+from pipeline.config import ConfigError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("pipeline", "model", "flows")
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf")
+# Only a directory holding this file is ever emptied: `gptforge sample .` must not wipe a folder.
+MARKER = ".gptforge-sample"
 
 
 def build_sample(out: Path) -> Path:
-    """Write the sample corpus into `out` (replacing an older one) and return it."""
+    """Write the sample corpus into `out` and return it. `out` may be missing, empty, or a
+    sample written before (which is replaced); anything else is refused with a ConfigError."""
     out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "source").mkdir(parents=True)
-    for pattern in COPIED:
-        for path in sorted(PROJECT_ROOT.glob(pattern)):
-            target = out / "source" / path.relative_to(PROJECT_ROOT)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-    readme = _paragraphs((PROJECT_ROOT / "README.md").read_text(encoding="utf-8"))
-    design = _paragraphs(_first_doc_text())
+    _make_room(out)
+    (out / MARKER).write_text("written by `gptforge sample`, which may replace this folder\n")
+    sources = [p for pkg in PACKAGES for p in sorted((PACKAGE_ROOT / pkg).glob("*.py"))]
+    for path in sources:
+        target = out / "source" / path.relative_to(PACKAGE_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    prose = [p for path in sources for p in _paragraphs(_docstring(path))]
     (out / "documents").mkdir()
-    scan = render_page(design[:3])
-    write_pdf(out / "documents" / "gptforge-overview.pdf", readme[:8], scan)
-    noisy_scan(render_page(design[3:6] or design[:3])).save(out / "documents" / "scanned-page.png")
+    scan = render_page(prose[8:11])
+    write_pdf(out / "documents" / "gptforge-overview.pdf", prose[:8], scan)
+    noisy_scan(render_page(prose[11:14])).save(out / "documents" / "scanned-page.png")
     return out
 
 
-def _first_doc_text() -> str:
-    docs = sorted((PROJECT_ROOT / "docs").glob("*.md"))
-    return docs[0].read_text(encoding="utf-8") if docs else (PROJECT_ROOT / "README.md").read_text()
+def _make_room(out: Path) -> None:
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError("out", f"{out} exists and is not a directory; give a new folder")
+    if not out.exists():
+        out.mkdir(parents=True)
+    elif (out / MARKER).is_file():
+        for child in out.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    elif any(out.iterdir()):
+        raise ConfigError(
+            "out", f"{out} is not empty and not a sample corpus; give a new or empty folder"
+        )
+
+
+def _docstring(path: Path) -> str:
+    return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
 
 
 def _paragraphs(markdown: str) -> list[str]:
-    """Prose paragraphs of a markdown file (no code blocks, tables or headings)."""
+    """Prose paragraphs of markdown-ish text (no code blocks, tables, headings or lists)."""
     out, in_code = [], False
     for block in markdown.split("\n\n"):
         if block.lstrip().startswith("```"):
