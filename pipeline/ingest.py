@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from pipeline.manifest import (
     tokenizer_info,
     write_manifest,
 )
+from pipeline.names import display_path
 from pipeline.ocr import check_languages
 from pipeline.records import FileRecord, Kind, Status
 from pipeline.shards import ShardWriter, commit
@@ -131,7 +133,8 @@ def plan(cfg: IngestConfig) -> Plan:
         if verdict.skip_reason:
             _set(record, Status.SKIPPED, verdict.skip_reason)
         elif record.sha256 in first_path:
-            _set(record, Status.DUPLICATE, f"same bytes as {first_path[record.sha256]}")
+            original = display_path(first_path[record.sha256])
+            _set(record, Status.DUPLICATE, f"same bytes as {original}")
             record.duplicate_of = first_path[record.sha256]
         elif f.size == 0:
             _set(record, Status.EMPTY, "empty file (0 bytes)")
@@ -220,7 +223,7 @@ def assemble(work: Plan) -> dict[str, Any]:
             continue
         tokens = cache.tokens(cache_key(record.sha256, record.kind, cfg.extraction_key()))
         if tokens is None:
-            raise IngestError(f"cache entry for {record.path} vanished during ingest")
+            raise IngestError(f"cache entry for {display_path(record.path)} vanished during ingest")
         record.split = split_of(record.doc_sha256, cfg.val_fraction)
         record.shard, record.offset = writers[record.split].add(tokens)
         record.shard = f"shards/{record.shard}"
@@ -248,7 +251,7 @@ def _dedupe_text(records: list[FileRecord]) -> None:
         if record.status != Status.OK:
             continue
         if record.doc_sha256 in first:
-            _set(record, Status.DUPLICATE, f"same text as {first[record.doc_sha256]}")
+            _set(record, Status.DUPLICATE, f"same text as {display_path(first[record.doc_sha256])}")
             record.duplicate_of = first[record.doc_sha256]
         else:
             first[record.doc_sha256] = record.path
@@ -299,13 +302,11 @@ def _set(record: FileRecord, status: Status, reason: str | None) -> None:
 
 
 def _hash(path: Path) -> tuple[str, bytes]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        head = fh.read(SNIFF_BYTES)
-        digest.update(head)
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest(), head
+    """The file's sha256 and its first bytes, for sniffing. Unbuffered, because file_digest
+    may read the descriptor directly."""
+    with open(path, "rb", buffering=0) as fh:
+        head = os.pread(fh.fileno(), SNIFF_BYTES, 0)
+        return hashlib.file_digest(fh, "sha256").hexdigest(), head
 
 
 def _job(cfg: IngestConfig, record: FileRecord, key: str, cache: ExtractionCache) -> ExtractJob:

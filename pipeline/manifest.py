@@ -46,15 +46,26 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
 def manifest_json(manifest: dict[str, Any]) -> str:
     """Indented, except that each file record is one line: as readable, and several times
     faster than `indent=1` throughout, which makes `json` use its pure-Python encoder (~0.2 s
-    for a few thousand files)."""
+    for a few thousand files).
+
+    A name that is not valid UTF-8 holds lone surrogates (`os.fsdecode`); they are written as
+    JSON escapes (`"bad\\udcff.txt"`), which `json` reads back to the same string, so
+    `os.fsencode(record["path"])` gives the name's bytes. Everything else stays UTF-8."""
     head = {key: value for key, value in manifest.items() if key != "files"}
     text = json.dumps(head, indent=1, ensure_ascii=False)
     if "files" not in manifest:
-        return text + "\n"
+        return _escape_surrogates(text + "\n")
     rows = ",\n  ".join(json.dumps(record, ensure_ascii=False) for record in manifest["files"])
     listing = f"[\n  {rows}\n ]" if rows else "[]"
     opening = text[: -len("\n}")] + "," if head else "{"
-    return f'{opening}\n "files": {listing}\n}}\n'
+    return _escape_surrogates(f'{opening}\n "files": {listing}\n}}\n')
+
+
+def _escape_surrogates(text: str) -> str:
+    """Lone surrogates occur only inside JSON strings here, where `\\udcff` is their escape."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def load_manifest(directory: Path) -> dict[str, Any]:

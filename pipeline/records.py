@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pipeline.names import display_path
+
 
 class Kind(StrEnum):
     PDF = "pdf"
@@ -54,12 +56,16 @@ class Extraction:
 
 @dataclass
 class FileRecord:
-    """One line of the manifest: every discovered file gets exactly one."""
+    """One line of the manifest: every discovered file gets exactly one.
+
+    `path` opens the file (a name that is not UTF-8 holds lone surrogates, see
+    pipeline.names); `display` is set only when the path must be escaped to be printed."""
 
     path: str
     relpath: str
     root: str
     size: int
+    display: str | None = field(default=None, init=False)
     sha256: str | None = None
     kind: str = Kind.UNKNOWN
     status: str = Status.OK
@@ -75,6 +81,9 @@ class FileRecord:
     shard: str | None = None
     offset: int | None = None
     warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.display = None if self.path.isprintable() else display_path(self.path)
 
     def to_json(self) -> dict[str, Any]:
         """A copy of the fields; `asdict` would deep-copy them all, ~10x slower per record."""

@@ -101,11 +101,8 @@ def read_shard(path: Path) -> np.memmap:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    with open(path, "rb", buffering=0) as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def commit(directory: Path, shards: list[Shard], before_first_change: Callable[[], None]) -> None:

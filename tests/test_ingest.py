@@ -295,3 +295,37 @@ def test_a_batch_whose_process_died_is_rerun_file_by_file_and_only_the_culprit_f
     assert [r.get("path") for r in results] == ["a", None, "b"]
     assert results[1] == {"status": "error", "reason": "extraction process died (exit code -11)"}
     assert progress[-1] == 3
+
+
+def test_names_that_are_not_utf8_or_hold_control_codes_are_recorded_and_round_trip(
+    tmp_path: Path,
+) -> None:
+    """Such names used to kill the ingest while writing manifest.json, and every rerun again."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    base = os.fsencode(src)
+    bad, odd = base + b"/bad\xff.txt", base + os.fsencode("/a\nb\x1b[31m.txt")
+    inner, copy = base + b"/dir\xfe/inner.txt", base + b"/copy.txt"
+    os.mkdir(base + b"/dir\xfe")
+    for name, text in [
+        (bad, b"A name that is not UTF-8."),
+        (odd, b"A name with a newline and a terminal colour code."),
+        (inner, b"Inside a folder whose name is not UTF-8."),
+        (copy, b"A name that is not UTF-8."),
+    ]:
+        with open(name, "wb") as fh:
+            fh.write(text)
+    for _ in range(2):  # the rerun (all cached) works as well
+        manifest = ingest(IngestConfig(sources=[src], out=out, workers=1))
+    raw = (out / "manifest.json").read_bytes()
+    assert json.loads(raw.decode("utf-8")) == manifest == load_manifest(out)
+    by_name = {os.fsencode(r["path"]): r for r in manifest["files"]}
+    assert set(by_name) == {bad, odd, inner, copy}
+    assert [by_name[n]["status"] for n in (bad, odd, inner)] == ["ok"] * 3
+    assert by_name[bad]["display"] == f"{src}/bad\\xff.txt"
+    assert by_name[odd]["display"] == f"{src}/a\\nb\\x1b[31m.txt"
+    assert by_name[inner]["relpath"] == os.fsdecode(b"dir\xfe/inner.txt")
+    assert by_name[copy]["display"] is None
+    # reasons are for people: the name is escaped there; duplicate_of is the path itself
+    assert by_name[copy]["reason"] == f"same bytes as {src}/bad\\xff.txt"
+    assert os.fsencode(by_name[copy]["duplicate_of"]) == bad
