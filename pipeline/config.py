@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from pipeline.workers import default_workers
 
+# Version control and tool caches only. Not `build`, `dist`, `target` or `venv`: real source
+# has those names (pip's _internal/operations/build, CPython's Lib/venv); a virtualenv is
+# recognised by its pyvenv.cfg, and build output is usually in a .gitignore, which is honoured.
 DEFAULT_EXCLUDES: tuple[str, ...] = (
     "**/.git",
     "**/.hg",
@@ -14,17 +18,14 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "**/node_modules",
     "**/__pycache__",
     "**/.venv",
-    "**/venv",
     "**/.tox",
     "**/.nox",
     "**/.mypy_cache",
     "**/.pytest_cache",
     "**/.ruff_cache",
     "**/*.egg-info",
-    "**/build",
-    "**/dist",
-    "**/target",
 )
+FollowSymlinks = Literal["inside", "all"]
 
 
 class ConfigError(ValueError):
@@ -51,6 +52,8 @@ class IngestConfig:
     exclude: tuple[str, ...] = ()
     default_excludes: bool = True
     include_hidden: bool = False
+    ignore_files: bool = True
+    follow_symlinks: FollowSymlinks = "inside"
     pdf_passwords: tuple[str, ...] = ()
     max_file_mb: float = 512.0
     max_image_pixels: int = 180_000_000
@@ -74,6 +77,10 @@ class IngestConfig:
         for src in self.sources:
             if not src.exists() and not src.is_symlink():
                 raise ConfigError("sources", f"{src} does not exist")
+        if self.follow_symlinks not in get_args(FollowSymlinks):
+            raise ConfigError(
+                "follow_symlinks", f"must be 'inside' or 'all', got {self.follow_symlinks!r}"
+            )
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         if not 1 <= self.workers <= 512:

@@ -1,68 +1,83 @@
-"""Gitignore-like globs over POSIX relative paths, where `**` really spans directories.
+"""Globs (`--include`, `--exclude`) and `.gitignore`/`.ignore` files, all with git's rules.
 
-`*` and `?` stay within one path segment, `**/` matches zero or more whole segments, and a
-pattern without a slash (`*.log`) matches at any depth, as in .gitignore.
+pathspec's GitIgnoreSpec does the matching, so patterns mean what they mean to git: `*` and
+`?` stay in one path segment, `**/` spans directories, a pattern without a slash matches at any
+depth, a leading or inner slash anchors it, a trailing slash matches directories only, `!`
+re-includes, and the last matching pattern decides. Paths are POSIX and relative to their
+root; a directory is passed with a trailing slash.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from functools import lru_cache
 
+from pathspec import GitIgnoreSpec
 
-@lru_cache(maxsize=1024)
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    pat = pattern.strip()
-    anchored = "/" in pat.rstrip("/")  # a leading "/" anchors, as in .gitignore
-    pat = pat.strip("/") or "**"
-    if not anchored:
-        pat = "**/" + pat
-    out, i = [], 0
-    while i < len(pat):
-        if pat.startswith("**/", i):
-            out.append("(?:[^/]+/)*")
-            i += 3
-        elif pat.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pat[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pat[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pat[i] == "[":
-            end = pat.find("]", i + 2)
-            if end == -1:
-                out.append(re.escape(pat[i]))
-                i += 1
-            else:
-                body = pat[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = end + 1
-        else:
-            out.append(re.escape(pat[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
+from pipeline.names import display_path
+
+# Within one directory and across all of them, `.ignore` outranks `.gitignore` (as in ripgrep).
+IGNORE_FILES = (".ignore", ".gitignore")
+
+
+@lru_cache(maxsize=256)
+def _spec(patterns: tuple[str, ...]) -> GitIgnoreSpec:
+    return GitIgnoreSpec.from_lines(patterns)
 
 
 def matches(relpath: str, patterns: tuple[str, ...]) -> str | None:
-    """The first pattern that matches `relpath`, or None."""
-    for pattern in patterns:
-        if compile_glob(pattern).match(relpath):
-            return pattern
-    return None
+    """The pattern that selects `relpath` (the last one matching, unless that one is a `!`
+    negation), or None."""
+    if not patterns:
+        return None
+    spec = _spec(patterns)
+    result = spec.check_file(relpath)
+    return spec.patterns[result.index].pattern if result.include else None
 
 
-def prunes_dir(reldir: str, patterns: tuple[str, ...]) -> str | None:
-    """The first pattern that excludes the whole directory (`build`, `**/node_modules/**`)."""
-    for pattern in patterns:
-        stem = pattern.strip().rstrip("/")
-        if compile_glob(pattern).match(reldir) or (
-            # "docs/**" has a slash, so it is anchored; its stem "docs" must stay anchored too
-            stem.endswith("/**") and compile_glob("/" + stem[: -len("/**")]).match(reldir)
-        ):
-            return pattern
+@dataclass(frozen=True)
+class IgnoreFile:
+    """One `.gitignore` or `.ignore`: its patterns apply below its own directory."""
+
+    base: str  # the directory relative to the root, "" or ending in "/"
+    relpath: str
+    spec: GitIgnoreSpec
+
+    @property
+    def rank(self) -> int:
+        return IGNORE_FILES.index(self.relpath.rpartition("/")[2])
+
+
+def read_ignore_file(path: str, relpath: str) -> IgnoreFile | None:
+    """Patterns are read as file names are (undecodable bytes kept), so they match them;
+    an unreadable file ignores nothing."""
+    try:
+        with open(path, "rb") as fh:
+            lines = fh.read().decode("utf-8", "surrogateescape").splitlines()
+    except OSError:
+        return None
+    base = relpath.rpartition("/")[0]
+    return IgnoreFile(base + "/" if base else "", relpath, GitIgnoreSpec.from_lines(lines))
+
+
+def stack_ignore_files(
+    inherited: tuple[IgnoreFile, ...], found: list[IgnoreFile]
+) -> tuple[IgnoreFile, ...]:
+    """The files that apply in a directory, in the order they are asked: every `.ignore` before
+    every `.gitignore`, and within each, the deepest first."""
+    if not found:
+        return inherited
+    return tuple(sorted((*found, *inherited), key=lambda f: f.rank))
+
+
+def ignored_by(relpath: str, ignore_files: tuple[IgnoreFile, ...]) -> str | None:
+    """Why an ignore file leaves `relpath` out, or None. The first file with a matching pattern
+    decides, so a deeper `!pattern` takes back what a shallower file ignored."""
+    for ignore in ignore_files:
+        result = ignore.spec.check_file(relpath[len(ignore.base) :])
+        if result.include is not None:
+            if not result.include:
+                return None
+            pattern = ignore.spec.patterns[result.index].pattern
+            return f"ignored by pattern {pattern!r} in {display_path(ignore.relpath)}"
     return None

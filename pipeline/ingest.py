@@ -290,6 +290,8 @@ def _manifest(work: Plan, shards: dict[str, list]) -> dict[str, Any]:
             "include": list(cfg.include),
             "exclude": list(cfg.excludes),
             "include_hidden": cfg.include_hidden,
+            "ignore_files": cfg.ignore_files,
+            "follow_symlinks": cfg.follow_symlinks,
             "extractor_version": EXTRACTOR_VERSION,
         },
         "pruned": work.pruned,

@@ -1,5 +1,6 @@
 """Which files discovery lists, which it leaves out and why (`pipeline.discover`), and the
-gitignore-like globs it matches with (`pipeline.globs`)."""
+gitignore globs it matches with (`pipeline.globs`). Ignore files, symlinks, deep trees and odd
+names have their own files: tests/test_discover_*.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from trees import write_tree
 
 from pipeline.config import IngestConfig
 from pipeline.discover import Discovery, discover
-from pipeline.globs import compile_glob, matches, prunes_dir
+from pipeline.globs import matches
 from pipeline.records import FoundFile
 
 
@@ -71,16 +72,20 @@ def test_two_links_to_one_directory_read_it_once(root: Path, tmp_path: Path):
     shared = write_tree(tmp_path / "shared", {"doc.txt": "shared document"})
     (root / "first").symlink_to(shared)
     (root / "second").symlink_to(shared)
-    found = run(root)
+    found = run(root, follow_symlinks="all")
     assert to_read(found) == ["first/doc.txt"]
     assert "already walked" in pruned(found, root)["second"]
 
 
-def test_a_symlink_to_a_file_outside_the_root_is_followed(root: Path, tmp_path: Path):
+def test_a_symlink_to_a_file_outside_the_root_is_followed_only_with_follow_symlinks_all(
+    root: Path, tmp_path: Path
+):
     outside = tmp_path / "elsewhere.txt"
     outside.write_text("followed")
     (root / "link.txt").symlink_to(outside)
-    entry = by_relpath(run(root))["link.txt"]
+    skipped = by_relpath(run(root))["link.txt"]
+    assert skipped.skip_reason == f"symlink points outside the sources: {outside}"
+    entry = by_relpath(run(root, follow_symlinks="all"))["link.txt"]
     assert not entry.skip_reason and not entry.error_reason
     assert entry.size == len("followed")
 
@@ -156,15 +161,22 @@ DEFAULT_EXCLUDED_TREE = {
     "web/node_modules/react/index.js": "module.exports = 2",
     "myenv/pyvenv.cfg": "home = /usr/bin",
     "myenv/lib/site.py": "x = 1",
-    "build/out.txt": "built",
     "pkg/__pycache__/mod.cpython-311.pyc": "pyc",
     "pkg/mod.py": "x = 1",
-    "dist/pkg.tar.gz": "tgz",
     "pkg.egg-info/PKG-INFO": "Name: pkg",
+    ".mypy_cache/3.11/x.json": "{}",
+}
+# Directories that real source trees have: pip's _internal/operations/build, CPython's Lib/venv.
+SOURCE_NAMED_LIKE_OUTPUT = {
+    "build/out.txt": "built",
+    "dist/notes.txt": "dist",
+    "target/t.rs": "fn main() {}",
+    "_internal/operations/build/wheel.py": "def build_wheel(): ...",
+    "venv/__init__.py": "def create(): ...",
 }
 
 
-def test_default_excludes_prune_vcs_dependency_virtualenv_and_build_directories(root: Path):
+def test_default_excludes_prune_vcs_dependency_virtualenv_and_cache_directories(root: Path):
     write_tree(root, DEFAULT_EXCLUDED_TREE)
     found = run(root)
     assert to_read(found) == ["keep.md", "pkg/mod.py"]
@@ -174,14 +186,20 @@ def test_default_excludes_prune_vcs_dependency_virtualenv_and_build_directories(
     assert reasons["web/node_modules"] == "excluded by pattern '**/node_modules'"
     assert set(reasons) == {
         ".git",
+        ".mypy_cache",
         "node_modules",
         "web/node_modules",
         "myenv",
-        "build",
         "pkg/__pycache__",
-        "dist",
         "pkg.egg-info",
     }
+
+
+def test_directories_named_build_dist_target_or_venv_are_read(root: Path):
+    write_tree(root, SOURCE_NAMED_LIKE_OUTPUT)
+    found = run(root)
+    assert to_read(found) == sorted(SOURCE_NAMED_LIKE_OUTPUT)
+    assert found.pruned == []
 
 
 def test_without_default_excludes_build_and_dependency_directories_are_read(root: Path):
@@ -189,7 +207,7 @@ def test_without_default_excludes_build_and_dependency_directories_are_read(root
     read = to_read(run(root, default_excludes=False))
     assert "node_modules/left-pad/index.js" in read
     assert "web/node_modules/react/index.js" in read
-    assert "build/out.txt" in read
+    assert "pkg.egg-info/PKG-INFO" in read
     assert "pkg/__pycache__/mod.cpython-311.pyc" in read
     assert ".git/config" not in read, "hidden directories are still pruned"
 
@@ -265,7 +283,7 @@ def test_the_output_directory_reached_through_a_symlink_is_never_read(root: Path
     out = write_tree(tmp_path / "out", {"manifest.json": "{}"})
     write_tree(root, {"doc.md": "d"})
     (root / "link-to-out").symlink_to(out)
-    found = run(root, out=out)
+    found = run(root, out=out, follow_symlinks="all")
     assert to_read(found) == ["doc.md"]
     assert pruned(found, root) == {"link-to-out": "output directory of this ingest"}
 
@@ -329,42 +347,57 @@ def test_files_over_max_file_mb_are_skipped_with_their_size(root: Path):
         ("file[!0-9].txt", "file7.txt", False),
         ("notes (1).md", "notes (1).md", True),
         ("a+b.txt", "aab.txt", False),
-        # a trailing slash is ignored; a leading slash is not part of the path
-        ("logs/", "logs", True),
+        # a trailing slash matches directories only (passed with a trailing slash)
+        ("logs/", "logs/", True),
+        ("logs/", "logs", False),
+        ("logs/", "a/logs/", True),
+        # a leading slash anchors the pattern and is not part of the path
         ("/src/*.py", "src/a.py", True),
+        # a pattern that selects a directory selects everything below it, as in git
+        ("src", "src/extra", True),
+        ("docs/**", "docs/a/b.md", True),
     ],
 )
 def test_glob_matching(pattern: str, relpath: str, expected: bool):
     assert (matches(relpath, (pattern,)) == pattern) is expected
 
 
-def test_matches_names_the_first_matching_pattern():
-    assert matches("a/b.log", ("*.md", "**/*.log", "*.log")) == "**/*.log"
+def test_matches_names_the_deciding_pattern_and_negations_take_files_back():
+    """As in a .gitignore, the last matching pattern decides: a later `!` re-includes."""
+    assert matches("a/b.log", ("*.md", "**/*.log", "*.log")) == "*.log"
     assert matches("a/b.txt", ("*.md", "*.log")) is None
     assert matches("anything", ()) is None
+    assert matches("keep.log", ("*.log", "!keep.log")) is None
+    assert matches("other.log", ("*.log", "!keep.log")) == "*.log"
 
 
-def test_compiled_globs_match_the_whole_path():
-    assert compile_glob("*.py").match("a.py.bak") is None
-    assert compile_glob("src").match("src/extra") is None
+def test_globs_match_the_whole_path():
+    assert matches("a.py.bak", ("*.py",)) is None
+    assert matches("rebuild/", ("build",)) is None
 
 
 @pytest.mark.parametrize(
     ("pattern", "reldir", "expected"),
     [
-        ("**/node_modules/**", "node_modules", True),
-        ("**/node_modules/**", "a/b/node_modules", True),
-        ("**/node_modules/**", "a/b", False),
-        ("src/**", "src", True),
-        ("src/**", "src/deep", True),
-        ("build", "x/build", True),
-        ("*.py", "pkg", False),
+        ("**/node_modules/**", "node_modules/", True),
+        ("**/node_modules/**", "a/b/node_modules/", True),
+        ("**/node_modules/**", "a/b/", False),
+        ("src/**", "src/", True),
+        ("src/**", "src/deep/", True),
+        ("build", "x/build/", True),
+        ("*.py", "pkg/", False),
     ],
 )
-def test_prunes_dir_excludes_a_whole_directory_for_a_trailing_double_star(
+def test_a_directory_is_excluded_whole_by_a_trailing_double_star(
     pattern: str, reldir: str, expected: bool
 ):
-    assert (prunes_dir(reldir, (pattern,)) == pattern) is expected
+    assert (matches(reldir, (pattern,)) == pattern) is expected
+
+
+def test_user_exclude_negation_keeps_one_file(root: Path):
+    write_tree(root, {"a.log": "1", "keep.log": "2", "b/c.log": "3"})
+    found = run(root, exclude=("*.log", "!keep.log"))
+    assert to_read(found) == ["keep.log"]
 
 
 def test_an_anchored_double_star_exclude_prunes_only_the_top_level_directory(root: Path):
