@@ -8,6 +8,13 @@ On a CPU at batch 8 a full-vocabulary sort costs more than the model's forward p
 Sampling uses one uniform number per row and step (inverse CDF), supplied by the caller, so
 each row's randomness can come from its own generator: what a row samples never depends on
 which other rows share its batch.
+
+Extreme but valid settings (temperature 1e-300, a penalty of 1e-300 or 1e300) must not turn
+scores into NaN or +inf: softmax would then return NaN and the draw an id past the
+vocabulary. So the model's scores are made finite first (NaN -> -inf, +inf -> the largest
+float), T and the penalty are kept inside the float's normal range (1e-50 is 0 in fp32), the
+penalty clamps what it produces, and the temperature scales distances from the row's best
+score, which are <= 0 and so can only underflow towards -inf (never chosen).
 """
 
 from __future__ import annotations
@@ -147,19 +154,35 @@ class RepetitionPenalty:
             raise ValueError("the repetition penalty needs the full vocabulary and the sequence")
         scores = candidates.scores.clone()
         seen = scores.gather(1, tokens)
-        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
+        penalty = _positive(self.penalty, seen.dtype)
+        seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+        finfo = torch.finfo(seen.dtype)
+        seen = seen.clamp(finfo.min, finfo.max)  # a tiny penalty divides up to +inf
         return Candidates(scores.scatter_(1, tokens, seen))
 
 
 class Temperature:
-    """Divide scores by T: T < 1 sharpens the distribution, T > 1 flattens it."""
+    """Divide scores by T: T < 1 sharpens the distribution, T > 1 flattens it.
+
+    Divides each score's distance below the row's best (softmax is unchanged by the shift):
+    with a tiny T the others fall to -inf (greedy, as T -> 0 means) instead of the best
+    rising to +inf.
+    """
 
     def __init__(self, temperature: float):
         self.temperature = temperature
 
     def __call__(self, tokens: Tensor | None, candidates: Candidates) -> Candidates:
         c = candidates
-        return Candidates(c.scores / self.temperature, c.ids, c.descending)
+        below = c.scores - c.scores.amax(dim=1, keepdim=True)
+        return Candidates(below / _positive(self.temperature, below.dtype), c.ids, c.descending)
+
+
+def _positive(value: float, dtype: torch.dtype) -> float:
+    """`value` > 0 moved into `dtype`'s normal range: 1e-320 is 0 in float32, 1e300 is inf,
+    and 0 / 0 or -inf * 0 would be NaN."""
+    finfo = torch.finfo(dtype)
+    return min(max(value, finfo.tiny), finfo.max)
 
 
 class TopK:
@@ -216,10 +239,27 @@ def build_processors(config: SamplingConfig) -> list[Processor]:
 
 def process(logits: Tensor, tokens: Tensor | None, chain: list[Processor]) -> Candidates:
     """Run `logits` (B, V) through `chain`; `tokens` (B, L) is only read by the penalty."""
-    candidates = Candidates(logits)
+    candidates = Candidates(finite(logits))
     for processor in chain:
         candidates = processor(tokens, candidates)
     return candidates
+
+
+def finite(logits: Tensor) -> Tensor:
+    """The model's scores with NaN as -inf (never chosen) and +inf as the largest float.
+
+    A row with no score left is a broken model (e.g. fp16 overflow): no setting fixes it,
+    and sampling from it would return an id outside the vocabulary, so it is refused.
+    """
+    top = torch.finfo(logits.dtype).max
+    scores = logits.nan_to_num(nan=-math.inf, posinf=top, neginf=-math.inf)
+    empty = scores.amax(dim=1) == -math.inf  # amax: ~15x faster here than a boolean any()
+    if bool(empty.any()):
+        raise ValueError(
+            f"the model gave no finite score in batch row {int(empty.nonzero()[0])}: "
+            "its weights or its precision (fp16 overflow?) are broken"
+        )
+    return scores
 
 
 def greedy(candidates: Candidates) -> Tensor:
