@@ -11,12 +11,11 @@ from pathlib import PurePosixPath
 
 from pipeline.records import Kind
 from pipeline.signatures import binary_format, image_format
+from pipeline.textdecode import CONTROL_BYTES, CONTROL_SHARE, has_bom, utf16_without_bom
 
 SNIFF_BYTES = 8192
 
 PDF_HEADER_WINDOW = 1024
-TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
-CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))
 
 CODE_EXTENSIONS = frozenset(
     [
@@ -206,20 +205,11 @@ def _looks_like_html(head: bytes) -> bool:
 
 
 def _is_text(head: bytes) -> bool:
-    """Text unless NULs or many control bytes appear; UTF-16/32 (with or without BOM) is text."""
-    if head.startswith(TEXT_BOMS) or head.startswith((b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00")):
+    """Text unless NULs or many control bytes appear; UTF-16/32 with a BOM and UTF-16 without
+    one are text (`textdecode`'s rules, so what is called text here decodes as text there)."""
+    if has_bom(head):
         return True
     if b"\x00" in head:
-        return _looks_like_utf16(head)
+        return utf16_without_bom(head) is not None
     controls = len(head) - len(head.translate(None, CONTROL_BYTES))
-    return controls <= len(head) * 0.01
-
-
-def _looks_like_utf16(head: bytes) -> bool:
-    """BOM-less UTF-16 of mostly-ASCII text: NULs sit in every other byte, nowhere else."""
-    sample = head[: len(head) - len(head) % 2]
-    if len(sample) < 8:
-        return False
-    even_nuls = sample[0::2].count(0) / (len(sample) // 2)
-    odd_nuls = sample[1::2].count(0) / (len(sample) // 2)
-    return (even_nuls > 0.7 and odd_nuls < 0.05) or (odd_nuls > 0.7 and even_nuls < 0.05)
+    return controls <= len(head) * CONTROL_SHARE

@@ -1,6 +1,8 @@
 """Bytes -> str for text and code: BOMs, PEP 263 cookies, UTF-8, then a charset detector.
 
-Bad bytes never fail a file: they become U+FFFD and a warning on the file's record.
+Bad bytes never fail a file: they become U+FFFD and a warning on the file's record. The rules
+for what counts as text (BOMs, control bytes, BOM-less UTF-16) live here once; `sniff` uses
+the same ones, so a file it calls text is one this module decodes as text.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import codecs
 import re
 import unicodedata
+from unicodedata import category
 
 from charset_normalizer import from_bytes
 
@@ -23,8 +26,12 @@ DETECT_BYTES = 256 * 1024
 MOSTLY_UTF8 = 0.99
 CP1252_TIE = 0.1
 # C0 controls and DEL, except tab, newlines, form feed and escape (ANSI colour in logs)
-CONTROL_BYTES = bytes(b for b in [*range(32), 0x7F] if b not in b"\t\n\f\r\x1b")
+TEXT_CONTROLS = "\t\n\f\r\x1b"
+CONTROL_BYTES = bytes(b for b in [*range(32), 0x7F] if chr(b) not in TEXT_CONTROLS)
 CONTROL_CHARS = re.compile(f"[{re.escape(CONTROL_BYTES.decode('ascii'))}]")
+CONTROL_SHARE = 0.01  # more stray controls (or, in UTF-16, non-characters) than this: not text
+UTF16_SAMPLE = 8192
+NOT_TEXT_CATEGORIES = frozenset(["Cc", "Cn", "Co", "Cs"])  # controls, unassigned, private, halves
 
 
 def decode_text(data: bytes, warnings: list[str]) -> tuple[str, str]:
@@ -70,7 +77,7 @@ def _declared_encoding(data: bytes) -> tuple[str | None, bytes]:
     for bom, name in BOMS:
         if data.startswith(bom):
             return name, data[len(bom) :]
-    return _bomless_utf16(data) or _pep263_cookie(data), data
+    return utf16_without_bom(data) or _pep263_cookie(data), data
 
 
 def _detect_legacy(sample: bytes) -> str:
@@ -105,17 +112,35 @@ def _pep263_cookie(data: bytes) -> str | None:
     return None
 
 
-def _bomless_utf16(data: bytes) -> str | None:
-    sample = data[:4096]
+def has_bom(data: bytes) -> bool:
+    return data.startswith(tuple(bom for bom, _ in BOMS))
+
+
+def utf16_without_bom(data: bytes) -> str | None:
+    """The byte order, "utf-16-le" or "utf-16-be", when the first bytes are UTF-16 text.
+
+    Only bytes with a NUL qualify: UTF-8 and legacy text never hold one, while read as UTF-16
+    they mostly decode to valid CJK ("Bush hid the facts"). The byte order is the one whose
+    high bytes (the Unicode block) take fewer values, on a tie the more NULs (ASCII): Cyrillic
+    is 04 and 00 (spaces, newlines), Japanese a few blocks, while low bytes vary. The decoded
+    sample must then be text: as few controls, unassigned, private-use or lone surrogate
+    characters as `sniff` allows control bytes.
+    """
+    sample = data[:UTF16_SAMPLE]
     sample = sample[: len(sample) - len(sample) % 2]
-    if len(sample) < 8 or b"\x00" not in sample:
+    if b"\x00" not in sample:
         return None
-    half = len(sample) // 2
-    if sample[1::2].count(0) / half > 0.7 and sample[0::2].count(0) / half < 0.05:
-        return "utf-16-le"
-    if sample[0::2].count(0) / half > 0.7 and sample[1::2].count(0) / half < 0.05:
-        return "utf-16-be"
-    return None
+    le = _spread(sample[1::2]) <= _spread(sample[0::2])
+    encoding = "utf-16-le" if le else "utf-16-be"
+    text = sample.decode(encoding, errors="surrogatepass")
+    if "\ud800" <= text[-1] <= "\udbff":  # a pair cut by the end of the sample
+        text = text[:-1]
+    bad = sum(1 for ch in text if ch not in TEXT_CONTROLS and category(ch) in NOT_TEXT_CATEGORIES)
+    return encoding if bad <= len(text) * CONTROL_SHARE else None
+
+
+def _spread(data: bytes) -> tuple[int, int]:
+    return len(set(data)), -data.count(0)
 
 
 def _mostly_utf8(data: bytes) -> bool:

@@ -6,13 +6,15 @@ import bz2
 import gzip
 import io
 import json
+import random
 import zipfile
 
 import pytest
 from PIL import Image
 
 from pipeline.records import Kind
-from pipeline.sniff import sniff
+from pipeline.sniff import SNIFF_BYTES, sniff
+from pipeline.textdecode import decode_text
 
 
 def image_bytes(fmt: str, **options) -> bytes:
@@ -190,6 +192,30 @@ def test_utf16_without_a_bom_is_text(codec: str):
     head = "Meeting notes: budget, hiring plan, roadmap.\r\n".encode(codec) * 20
     verdict = sniff("notes.txt", head)
     assert (verdict.kind, verdict.skip_reason) == (Kind.TEXT, None)
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "Съешь же ещё этих мягких французских булок, да выпей чаю.\n",
+        "\u3000吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。\n",
+    ],
+    ids=["russian", "japanese"],
+)
+def test_non_latin_utf16_without_a_bom_is_text_and_decodes_as_such(source: str, codec: str):
+    head = (source * 200).encode(codec)[:SNIFF_BYTES]
+    verdict = sniff("notes.txt", head)
+    assert (verdict.kind, verdict.skip_reason) == (Kind.TEXT, None)
+    assert decode_text(head, [])[1] == codec  # one rule for both modules
+
+
+def test_int16_arrays_and_random_bytes_with_nuls_stay_binary():
+    generator = random.Random(0)
+    noise = bytes(generator.randrange(256) for _ in range(SNIFF_BYTES))
+    counts = b"".join(generator.randrange(40).to_bytes(2, "little") for _ in range(4096))
+    for head in (noise, counts, b"\x00\x01" * 4096):
+        assert sniff("data.txt", head).kind == Kind.BINARY
 
 
 @pytest.mark.parametrize("codec", ["utf-16", "utf-32", "utf-8-sig"])

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pipeline.extract_text import extract_plain
-from pipeline.textdecode import decode_text, normalize_text
+from pipeline.textdecode import decode_text, normalize_text, utf16_without_bom
 from pipeline.tokenizer import decode, encode
 
 GERMAN = "Grüße aus München! Die Straße ist schön, der Käse würzig."
@@ -44,6 +44,31 @@ def test_utf16_without_a_bom_is_recognised(codec: str):
     source = "def main():\n    print('hello, world')\n" * 5
     text, encoding, _ = decoded(source.encode(codec))
     assert (text, encoding) == (source, codec)
+
+
+RUSSIAN = "Съешь же ещё этих мягких французских булок, да выпей чаю.\n"
+JAPANESE = "\u3000吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。\n"
+EMOJI_AT_THE_CUT = "a" * 4095 + "🎉 and more text after the sample\n"  # pair split at byte 8192
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("source", [RUSSIAN * 40, JAPANESE * 40, RUSSIAN, JAPANESE[:12]])
+def test_non_latin_utf16_without_a_bom_is_recognised(source: str, codec: str):
+    text, encoding, warnings = decoded(source.encode(codec))
+    assert (text, encoding, warnings) == (source, codec, [])
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_a_surrogate_pair_cut_by_the_end_of_the_sample_is_still_utf16(codec: str):
+    assert decoded(EMOJI_AT_THE_CUT.encode(codec))[:2] == (EMOJI_AT_THE_CUT, codec)
+
+
+def test_utf16_detection_needs_a_nul_so_ascii_is_never_read_as_cjk():
+    source = "Bush hid the facts"  # valid CJK if read as UTF-16, the classic false positive
+    assert decoded(source.encode())[:2] == (source, "utf-8")
+    assert utf16_without_bom(source.encode()) is None
+    assert utf16_without_bom(b"\x00" * 64) is None  # NULs, but U+0000 is not text
+    assert utf16_without_bom(bytes(range(256)) * 4) is None
 
 
 # --- declared and detected encodings ----------------------------------------------------------
