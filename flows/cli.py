@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import traceback
 from collections.abc import Sequence
 
-from flows.home import ephemeral_run_settings
+from flows.embedded import orchestrator
+from flows.home import use_home
+from flows.metric_sender import TrackingUnavailable
 from flows.progress import ProgressBar, set_progress_sink
+from flows.servers import ServerError, use_running_servers
 from flows.servers import add_commands as add_server_commands
-from flows.servers import use_running_servers
+from model.interrupt import Terminated, TrainingInterrupted, raise_on_sigterm
 from pipeline.config import ConfigError
 
 FLOW_COMMANDS = ("ingest", "train", "generate", "run")
+AFTER_STOP = {
+    "ingest": "; run it again to continue: finished files are cached",
+    "run": "; run it again to continue: finished files are cached",
+    "train": "; the last checkpoint is kept: continue with --resume",
+    "generate": "; the records finished before the stop are in the --out file",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,18 +126,51 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose and args.command != "serve":
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+        quiet_console()
+    use_home()
     use_running_servers()
+    raise_on_sigterm()
     try:
         handler = getattr(args, "handler", None) or COMMANDS[args.command]
-        if args.command not in FLOW_COMMANDS:
+        if not needs_orchestrator(args.command):
             return handler(args)
-        with ephemeral_run_settings():
+        with orchestrator():
             return handler(args)
+    except TrainingInterrupted as exc:
+        print(f"gptforge train: {exc}; continue it with --resume", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, Terminated) as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        hint = AFTER_STOP.get(args.command, "")
+        print(
+            f"gptforge {args.command}: stopped by {signal.Signals(signum).name}{hint}",
+            file=sys.stderr,
+        )
+        return 128 + signum
     except ConfigError as exc:
         print(f"gptforge {args.command}: invalid setting {exc}", file=sys.stderr)
         return 2
+    except (ServerError, TrackingUnavailable) as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"gptforge {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def quiet_console() -> None:
+    """The terminal shows progress and one line per outcome; Prefect's own console lines
+    (a traceback for every failed task, retries of a restarting server) appear with -v.
+    Run logs still go to the Prefect API at INFO, for the UI."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
+def needs_orchestrator(command: str) -> bool:
+    """Flows and `serve` report to Prefect; torchrun ranks other than 0 run no flow."""
+    if command == "train" and int(os.environ.get("RANK", "0")) > 0:
+        return False
+    return command in FLOW_COMMANDS or command == "serve"
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -272,8 +316,6 @@ def print_places() -> None:
     api = os.environ.get("PREFECT_API_URL")
     if api:
         print(f"Prefect UI: {api.removesuffix('/api')}")
-    else:
-        print("Prefect: ran on a temporary server; `gptforge up` keeps one with a UI")
     print(f"gptforge home: {gptforge_home()}")
 
 
@@ -281,13 +323,6 @@ def run_serve(args: argparse.Namespace) -> int:
     from flows.home import apply_quiet_env
 
     apply_quiet_env()
-    if not os.environ.get("PREFECT_API_URL"):
-        print(
-            "gptforge serve: no Prefect server: run `gptforge up` first "
-            "(or set PREFECT_API_URL to your team's server)",
-            file=sys.stderr,
-        )
-        return 2
     from flows.serve import deployments, serve_all
 
     deployments(args.retrain_cron, args.sources)

@@ -42,16 +42,34 @@ def generate_task(
     grid: list[SamplingConfig],
     num_return_sequences: int,
     batch_size: int,
+    out_path: Path,
 ) -> tuple[list[dict[str, Any]], list[float]]:
     """Run every (setting, prompt) pair, batching prompts that share effective settings.
 
     Returns the records and each grid point's wall-clock seconds. A prompt keeps its index in
     the job whatever group it is batched in, so its text does not depend on other prompts'
-    overrides."""
+    overrides. Stopped early (Ctrl-C, SIGTERM, an error), it writes the records finished so
+    far to `out_path` before the stop goes on."""
+    records: list[dict[str, Any]] = []
+    try:
+        return _generate_all(ref, prompts, grid, num_return_sequences, batch_size, records)
+    except BaseException:
+        _write_jsonl(out_path, sorted(records, key=_record_order))
+        raise
+
+
+def _generate_all(
+    ref: ModelRef,
+    prompts: list[Prompt],
+    grid: list[SamplingConfig],
+    num_return_sequences: int,
+    batch_size: int,
+    records: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[float]]:
     device, autocast = inference_device()
     model = load_model(ref.checkpoint, device)
     tokens = [encode(p.text) for p in prompts]
-    records, done, total = [], 0, len(grid) * len(prompts) * num_return_sequences
+    done, total = 0, len(grid) * len(prompts) * num_return_sequences
     seconds = []
     for setting_index, base in enumerate(grid):
         started = time.perf_counter()
@@ -76,8 +94,12 @@ def generate_task(
             done += len(outputs)
             report("generate", done, total)
         seconds.append(time.perf_counter() - started)
-    records.sort(key=lambda r: (r["setting_index"], r["prompt_index"], r["sample_index"]))
+    records.sort(key=_record_order)
     return records, seconds
+
+
+def _record_order(record: dict[str, Any]) -> tuple[int, int, int]:
+    return record["setting_index"], record["prompt_index"], record["sample_index"]
 
 
 def inference_device() -> tuple[torch.device, torch.dtype | None]:
@@ -170,7 +192,7 @@ def generate_flow(
         )
         mlflow.set_tags(_model_tags(ref))
         started = time.perf_counter()
-        records, seconds = generate_task(ref, job, grid, num_return_sequences, batch_size)
+        records, seconds = generate_task(ref, job, grid, num_return_sequences, batch_size, out_path)
         elapsed = time.perf_counter() - started
         _write_jsonl(out_path, records)
         mlflow.log_artifact(str(out_path))

@@ -7,8 +7,6 @@ lives under one directory, `GPTFORGE_HOME` (default `~/.gptforge`), never the cu
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 QUIET_ENV = {
@@ -23,6 +21,14 @@ QUIET_ENV = {
 def gptforge_home() -> Path:
     home = Path(os.environ.get("GPTFORGE_HOME", "~/.gptforge")).expanduser()
     home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def use_home() -> Path:
+    """Keep Prefect's own files (profiles, local storage) under the home too, unless the user
+    chose a `PREFECT_HOME`: nothing is written to `~/.prefect` behind their back."""
+    home = gptforge_home()
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     return home
 
 
@@ -45,18 +51,3 @@ def mlflow_artifact_root(experiment: str) -> str | None:
     if mlflow_uri() != local_mlflow_uri():
         return None
     return (gptforge_home() / "mlartifacts" / experiment).as_uri()
-
-
-@contextmanager
-def ephemeral_run_settings() -> Iterator[None]:
-    """Without a Prefect server (no PREFECT_API_URL), flows run on a temporary one that ends
-    with this process: nobody watches for crashed runs, so Prefect's flow-run heartbeat,
-    which costs up to 1 s at the end of every flow run, is switched off (docs/benchmarks.md).
-    """
-    if os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield

@@ -24,6 +24,13 @@ def report(stage: str, done: int, total: int, info: dict[str, float] | None = No
         _sink(stage, done, total, info or {})
 
 
+def notice(text: str) -> None:
+    """One line to the terminal that does not tear a progress bar in half."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr)
+
+
 class ProgressBar:
     """A tqdm bar per stage, shown only while there is work to count."""
 

@@ -19,11 +19,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from flows.home import QUIET_ENV, gptforge_home
 
 STATE_FILE = "servers.json"
 HEALTH = {"prefect": "/api/health", "mlflow": "/health"}
 PORT_FLAG = {"prefect": "--prefect-port", "mlflow": "--mlflow-port"}
+DEFAULT_PORTS = {"prefect": 4200, "mlflow": 5000}
 HOST = "127.0.0.1"
 
 _children: dict[int, subprocess.Popen] = {}
@@ -36,55 +39,80 @@ class ServerError(RuntimeError):
 
 def up(
     home: Path | None = None,
-    prefect_port: int = 4200,
-    mlflow_port: int = 5000,
+    prefect_port: int = DEFAULT_PORTS["prefect"],
+    mlflow_port: int = DEFAULT_PORTS["mlflow"],
     timeout: float = 180.0,
 ) -> dict:
-    """Start both servers and wait until they answer; returns `{"already_running", "servers"}`."""
+    """Start both servers (keeping one already running, the embedded Prefect server included,
+    which becomes permanent) and wait until they answer; returns `{"already_running", "servers"}`.
+    """
+    from flows.embedded import LOCK, file_lock
+
     home = Path(home) if home else gptforge_home()
-    running = status(home)
-    if set(running) == set(HEALTH) and all(info["alive"] for info in running.values()):
-        return {"already_running": True, "servers": running}
-    if running:
-        down(home)
     ports = {"prefect": prefect_port, "mlflow": mlflow_port}
-    if prefect_port == mlflow_port:
-        raise ServerError(f"Prefect and MLflow cannot share port {prefect_port}")
-    for name, port in ports.items():
-        if not port_free(port):
-            owner = port_owner(port) or "another program?"
-            raise ServerError(f"port {port} is in use (by {owner}) — pass {PORT_FLAG[name]}")
-    (home / "logs").mkdir(parents=True, exist_ok=True)
-    servers: dict[str, dict] = {}
-    try:
-        for name, port in ports.items():
-            servers[name] = _start(name, port, home)
-            _write_state(home, servers)
-        for name, info in servers.items():
-            _wait_healthy(name, info, time.monotonic() + timeout)
-    except BaseException:
-        down(home)
-        raise
+    with file_lock(home / LOCK):
+        running = {n: info for n, info in status(home).items() if info["alive"]}
+        for info in running.values():
+            info.pop("idle_s", None)
+        missing = {n: port for n, port in ports.items() if n not in running}
+        if not missing:
+            write_state(home, running)
+            return {"already_running": True, "servers": status(home)}
+        if len(set(ports.values())) < len(ports):
+            raise ServerError(f"Prefect and MLflow cannot share port {prefect_port}")
+        for name, port in missing.items():
+            if not port_free(port):
+                owner = port_owner(port) or "another program?"
+                raise ServerError(f"port {port} is in use (by {owner}) — pass {PORT_FLAG[name]}")
+        servers = dict(running)
+        try:
+            for name, port in missing.items():
+                servers[name] = start(name, port, home)
+                write_state(home, servers)
+            for name in missing:
+                wait_healthy(name, servers[name], time.monotonic() + timeout)
+        except BaseException:
+            for name in missing:
+                stop(name, home)
+            raise
     return {"already_running": False, "servers": status(home)}
 
 
 def down(home: Path | None = None, timeout: float = 20.0) -> list[str]:
-    """Stop the process groups `up` recorded (TERM, then KILL); returns the names stopped."""
+    """Stop the process groups recorded in servers.json (TERM, then KILL); returns the names
+    stopped. The embedded Prefect server is one of them when it is running."""
     home = Path(home) if home else gptforge_home()
-    servers = _read_state(home)
+    servers = read_state(home)
     stopped = [
-        n for n, info in servers.items() if _alive(info) and _stop_group(info["pid"], timeout)
+        n for n, info in servers.items() if is_alive(info) and _stop_group(info["pid"], timeout)
     ]
     (home / STATE_FILE).unlink(missing_ok=True)
     return stopped
 
 
+def stop(name: str, home: Path, timeout: float = 20.0) -> None:
+    """Stop one recorded server and forget it."""
+    info = read_state(home).get(name)
+    if info and is_alive(info):
+        _stop_group(info["pid"], timeout)
+    forget(home, name)
+
+
+def forget(home: Path, name: str) -> None:
+    servers = read_state(home)
+    servers.pop(name, None)
+    if servers:
+        write_state(home, servers)
+    else:
+        (home / STATE_FILE).unlink(missing_ok=True)
+
+
 def status(home: Path | None = None) -> dict[str, dict]:
     """What servers.json records, each with `alive`; a file whose servers all died is removed."""
     home = Path(home) if home else gptforge_home()
-    servers = _read_state(home)
+    servers = read_state(home)
     for info in servers.values():
-        info["alive"] = _alive(info)
+        info["alive"] = is_alive(info)
     if servers and not any(info["alive"] for info in servers.values()):
         (home / STATE_FILE).unlink(missing_ok=True)
         return {}
@@ -92,19 +120,23 @@ def status(home: Path | None = None) -> dict[str, dict]:
 
 
 def active_urls(home: Path | None = None) -> dict[str, str]:
-    """The standard variables pointing at our servers when both are up, else nothing."""
-    servers = status(home)
-    if set(servers) != set(HEALTH) or not all(info["alive"] for info in servers.values()):
-        return {}
+    """The standard variables pointing at those of our servers that are running."""
+    variables = {"prefect": "PREFECT_API_URL", "mlflow": "MLFLOW_TRACKING_URI"}
+    suffix = {"prefect": "/api", "mlflow": ""}
     return {
-        "PREFECT_API_URL": servers["prefect"]["url"] + "/api",
-        "MLFLOW_TRACKING_URI": servers["mlflow"]["url"],
+        variables[name]: info["url"] + suffix[name]
+        for name, info in status(home).items()
+        if info["alive"] and name in variables
     }
 
 
 def use_running_servers() -> dict[str, str]:
-    """Point this process at `gptforge up`'s servers; variables the user set win."""
-    urls = active_urls()
+    """Point this process at a running local MLflow server; a variable the user set wins.
+
+    Prefect is not set here: `flows.embedded.orchestrator` finds (or starts) the local Prefect
+    server and leases it for as long as a command uses it.
+    """
+    urls = {k: v for k, v in active_urls().items() if k == "MLFLOW_TRACKING_URI"}
     for key, value in urls.items():
         os.environ.setdefault(key, value)
     return urls
@@ -121,63 +153,49 @@ def port_free(port: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A port the kernel says is free on 127.0.0.1 now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
 def port_owner(port: int) -> str | None:
-    """'pid N: command' of the process listening on `port`, when /proc lets us see it."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{fields[9]}]")
-    for proc in _proc_dirs():
-        try:
-            fds = list((proc / "fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(fd) in inodes:
-                    return f"pid {proc.name}: {_cmdline(proc)}"
-            except OSError:
-                continue
+    """'pid N: command' of the process listening on `port`, when the system lets us see it."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return None
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return f"pid {conn.pid}: {_cmdline(conn.pid)}"
     return None
 
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in process group `pgid`."""
-    if not Path("/proc/self/stat").exists():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
     members = []
-    for proc in _proc_dirs():
+    for proc in psutil.process_iter(["status"]):
         try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
             continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(proc.name))
     return members
 
 
-def _alive(info: dict) -> bool:
+def is_alive(info: dict) -> bool:
     """Its process group has live members and its pid was not reused (say, after a reboot)."""
     started = _start_time(info["pid"])
     same = started is None or started == info.get("started")
     return same and bool(group_members(info["pid"]))
 
 
-def _start_time(pid: int) -> str | None:
-    """Clock ticks after boot when `pid` started (/proc/PID/stat field 22), if it exists."""
+def _start_time(pid: int) -> float | None:
+    """When `pid` started (seconds since the epoch), if it exists: tells a reused pid apart."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
 
 
@@ -226,11 +244,17 @@ def _server_env(name: str, port: int, home: Path) -> dict[str, str]:
     return env
 
 
-def _start(name: str, port: int, home: Path) -> dict:
+def start(name: str, port: int, home: Path, idle_s: float | None = None) -> dict:
+    """Launch a server in a process group of its own; with `idle_s`, under the embedded
+    server's watchdog (flows/embedded.py), which stops it when unused for that long."""
+    (home / "logs").mkdir(parents=True, exist_ok=True)
     log = home / "logs" / f"{name}.log"
+    command = _command(name, port, home)
+    if idle_s is not None:
+        command = [sys.executable, "-m", "flows.embedded", "--home", str(home), "--", *command]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            _command(name, port, home),
+            command,
             cwd=home,
             env=_server_env(name, port, home),
             stdin=subprocess.DEVNULL,
@@ -239,16 +263,17 @@ def _start(name: str, port: int, home: Path) -> dict:
             start_new_session=True,
         )
     _children[proc.pid] = proc
-    return {
+    info = {
         "pid": proc.pid,
         "started": _start_time(proc.pid),
         "port": port,
         "url": f"http://{HOST}:{port}",
         "log": str(log),
     }
+    return info | ({"idle_s": idle_s} if idle_s is not None else {})
 
 
-def _wait_healthy(name: str, info: dict, deadline: float) -> None:
+def wait_healthy(name: str, info: dict, deadline: float) -> None:
     url = info["url"] + HEALTH[name]
     while True:
         try:
@@ -292,14 +317,14 @@ def _reap(pid: int) -> None:
         del _children[pid]
 
 
-def _read_state(home: Path) -> dict[str, dict]:
+def read_state(home: Path) -> dict[str, dict]:
     try:
         return json.loads((home / STATE_FILE).read_text())["servers"]
     except (OSError, ValueError, KeyError):
         return {}
 
 
-def _write_state(home: Path, servers: dict[str, dict]) -> None:
+def write_state(home: Path, servers: dict[str, dict]) -> None:
     """Write-then-rename: a reader never sees half a file."""
     tmp = home / f".{STATE_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({"home": str(home), "servers": servers}, indent=2) + "\n")
@@ -313,22 +338,18 @@ def _tail(path: str, lines: int = 25) -> str:
         return "(no log)"
 
 
-def _proc_dirs() -> list[Path]:
-    return [p for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _cmdline(proc: Path) -> str:
+def _cmdline(pid: int) -> str:
     try:
-        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()[:120]
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())[:120]
+    except psutil.Error:
         return "?"
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `up`, `down` and `status`; each sets `args.handler(args) -> int`."""
     start = subparsers.add_parser("up", help="start local Prefect and MLflow servers")
-    start.add_argument("--prefect-port", type=int, default=4200)
-    start.add_argument("--mlflow-port", type=int, default=5000)
+    start.add_argument("--prefect-port", type=int, default=DEFAULT_PORTS["prefect"])
+    start.add_argument("--mlflow-port", type=int, default=DEFAULT_PORTS["mlflow"])
     start.set_defaults(handler=run_up)
     stop = subparsers.add_parser("down", help="stop the servers `up` started")
     stop.set_defaults(handler=run_down)

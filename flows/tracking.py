@@ -11,7 +11,8 @@ import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
-from flows.home import apply_quiet_env, mlflow_artifact_root, mlflow_uri
+from flows.embedded import file_lock
+from flows.home import apply_quiet_env, gptforge_home, mlflow_artifact_root, mlflow_uri
 
 DEFAULT_EXPERIMENT = "gptforge"
 STAGE_TAG = "gptforge.stage"
@@ -22,19 +23,42 @@ def use_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
     """Point MLflow at our store and make sure the experiment exists; returns its id."""
     apply_quiet_env()
     mlflow.set_tracking_uri(mlflow_uri())
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is None:
-        return mlflow.create_experiment(name, artifact_location=mlflow_artifact_root(name))
+    # Concurrent first uses of one SQLite store would race on its schema and the experiment.
+    with file_lock(gptforge_home() / "mlflow.lock"):
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            return mlflow.create_experiment(name, artifact_location=mlflow_artifact_root(name))
     return experiment.experiment_id
 
 
 @contextmanager
-def stage_run(stage: str, experiment: str, run_name: str | None = None) -> Iterator[str]:
-    """An MLflow run tagged with its stage; yields the run id."""
+def stage_run(
+    stage: str, experiment: str, run_name: str | None = None, run_id: str | None = None
+) -> Iterator[str]:
+    """An MLflow run tagged with its stage (`run_id`: continue that one); yields the run id.
+    A run stopped by the user ends KILLED, one that failed FAILED."""
     experiment_id = use_experiment(experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    if run_id:
+        run = mlflow.start_run(run_id=run_id)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+    try:
         mlflow.set_tag(STAGE_TAG, stage)
         yield run.info.run_id
+    except BaseException as exc:
+        mlflow.end_run("KILLED" if stopped_by_user(exc) else "FAILED")
+        raise
+    mlflow.end_run()
+
+
+def stopped_by_user(exc: BaseException) -> bool:
+    """Ctrl-C, SIGTERM (Prefect's or ours) or a training run stopped on request."""
+    from prefect.exceptions import TerminationSignal
+
+    from model.interrupt import Terminated, TrainingInterrupted
+
+    stops = KeyboardInterrupt | Terminated | TerminationSignal | TrainingInterrupted
+    return isinstance(exc, stops)
 
 
 def log_dataset(data_dir: Path, digest: str, context: str) -> None:

@@ -14,7 +14,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.home import gptforge_home
+from flows.home import gptforge_home, mlflow_uri
+from flows.metric_sender import MetricSender, TrackingUnavailable
 from flows.models import DEFAULT_MODEL_NAME, register_checkpoint
 from flows.progress import report
 from flows.tracking import (
@@ -24,7 +25,7 @@ from flows.tracking import (
     run_link,
     stage_run,
 )
-from model.checkpoint import CONFIG, TRAINER_STATE
+from model.checkpoint import CONFIG, TRAINER_STATE, read_trainer_state
 from model.config import preset as model_preset
 from model.data import Dataset
 from model.train import Callbacks, TrainResult, train, validate
@@ -32,7 +33,10 @@ from model.train_config import TrainConfig, grad_accum_for
 from pipeline.config import ConfigError
 
 INGEST_RUN_TAG = "gptforge.ingest_run_id"
+RUN_FILE = "mlflow_run.json"
+SEND_TIMEOUT_S = 60.0
 MODEL_VERSION_TAG = "gptforge.model_version"
+STEPS_TAG = "gptforge.registered_at_step"
 
 
 class MlflowCallbacks(Callbacks):
@@ -43,6 +47,7 @@ class MlflowCallbacks(Callbacks):
         self.run_id = run_id
         self.max_steps = max_steps
         self.logger = get_run_logger()
+        self.sender = MetricSender(self.client, run_id)
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.client.log_batch(
@@ -56,11 +61,7 @@ class MlflowCallbacks(Callbacks):
         self.logger.info("training on %s in %s: %s", info["device"], info["precision"], info)
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            self.run_id,
-            metrics=[mlflow.entities.Metric(k, v, now, step) for k, v in metrics.items()],
-        )
+        self.sender.send(step, metrics)
         report("train", step, self.max_steps, metrics)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         self.logger.info("step %d/%d: %s", step, self.max_steps, shown)
@@ -71,8 +72,22 @@ class MlflowCallbacks(Callbacks):
 
 @task(name="train-model", cache_policy=NO_CACHE)
 def train_task(cfg: TrainConfig, run_id: str) -> TrainResult:
-    """The training loop itself; a crash leaves the last checkpoint for `resume`."""
-    return train(cfg, MlflowCallbacks(run_id, cfg.max_steps))
+    """The training loop itself; a crash leaves the last checkpoint for `resume`.
+
+    Metrics go to MLflow in the background; if the server stays away, the run still ends
+    here, locally, and `resume` delivers what is missing from the checkpoint's history."""
+    callbacks = MlflowCallbacks(run_id, cfg.max_steps)
+    try:
+        result = train(cfg, callbacks)
+    finally:
+        lost = callbacks.sender.close(timeout=SEND_TIMEOUT_S)
+    if lost:
+        raise TrackingUnavailable(
+            f"MLflow stopped answering ({callbacks.sender.last_error}); training finished "
+            f"locally: checkpoint {result.checkpoint}. Continue with --resume --out "
+            f"{cfg.out_dir} to record it when MLflow is back"
+        )
+    return result
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -141,12 +156,17 @@ def train_flow(
         init_from=init_from,
         seed=seed,
     )
-    dataset = validate(cfg).dataset
-    out = cfg.out_dir
+    checked = validate(cfg)
+    dataset, out = checked.dataset, cfg.out_dir
     ingest_run = find_stage_run(experiment, "ingest", dataset.digest)
-    with stage_run("train", experiment, run_name=f"train-{preset}-{out.name}") as run_id:
-        mlflow.log_params({"preset": preset} | cfg.to_params())
-        log_dataset(cfg.data_dir, dataset.digest, context="training")
+    earlier = previous_run(out) if checked.resume_from else None
+    with stage_run("train", experiment, f"train-{preset}-{out.name}", earlier) as run_id:
+        if earlier:
+            replay_history(run_id, checked.resume_from)
+        else:
+            remember_run(out, run_id)
+            mlflow.log_params({"preset": preset} | cfg.to_params())
+            log_dataset(cfg.data_dir, dataset.digest, context="training")
         if ingest_run:
             mlflow.set_tag(INGEST_RUN_TAG, ingest_run)
         result = train_task(cfg, run_id)
@@ -154,8 +174,12 @@ def train_flow(
             mlflow.log_artifact(str(result.plot))
         for file in (CONFIG, TRAINER_STATE):
             mlflow.log_artifact(str(result.checkpoint / file), artifact_path="checkpoint")
-        version = register_task(result, registered_model_name)
-        mlflow.set_tag(MODEL_VERSION_TAG, f"{registered_model_name}/{version}")
+        version = registered_version(run_id, registered_model_name, result.steps)
+        if version is None:
+            version = register_task(result, registered_model_name)
+            mlflow.set_tags(
+                {MODEL_VERSION_TAG: f"{registered_model_name}/{version}", STEPS_TAG: result.steps}
+            )
         final = {"final_train_loss": result.train_loss}
         if result.val_loss is not None:
             final["final_val_loss"] = result.val_loss
@@ -229,6 +253,51 @@ def train_config(
         init_from=Path(init_from) if init_from else None,
         seed=seed,
     )
+
+
+def registered_version(run_id: str, name: str, steps: int) -> str | None:
+    """The version this run already registered at exactly `steps` (a resume of a finished
+    run whose tracking was cut short registers nothing twice)."""
+    tags = MlflowClient().get_run(run_id).data.tags
+    model, _, version = tags.get(MODEL_VERSION_TAG, "").partition("/")
+    return version if model == name and tags.get(STEPS_TAG) == str(steps) else None
+
+
+def remember_run(out: Path, run_id: str) -> None:
+    """The MLflow run of a checkpoint directory, so that `resume` continues that run."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": mlflow_uri()}) + "\n")
+    os.replace(tmp, out / RUN_FILE)
+
+
+def previous_run(out: Path) -> str | None:
+    """The run `remember_run` recorded, if it is in this tracking store."""
+    try:
+        saved = json.loads((out / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("tracking_uri") != mlflow_uri():
+        return None
+    try:
+        MlflowClient(mlflow_uri()).get_run(saved["mlflow_run_id"])
+    except Exception:  # noqa: BLE001 - deleted or unknown: a new run it is
+        return None
+    return saved["mlflow_run_id"]
+
+
+def replay_history(run_id: str, checkpoint_dir: Path) -> None:
+    """Deliver the checkpoint's metric history that the run does not have yet (a tracking
+    server that went away), so the resumed run's curves have no hole."""
+    client = MlflowClient()
+    logged = client.get_metric_history(run_id, "train_loss")
+    last = max((m.step for m in logged), default=0)
+    sender = MetricSender(client, run_id)
+    for entry in read_trainer_state(checkpoint_dir)["history"]:
+        if entry["step"] > last:
+            sender.send(entry["step"], {k: v for k, v in entry.items() if k != "step"})
+    if sender.close(timeout=SEND_TIMEOUT_S):
+        raise TrackingUnavailable(f"MLflow is not answering ({sender.last_error})")
 
 
 def _new_out_dir(digest: str) -> Path:

@@ -29,6 +29,7 @@ from model.distributed import (
     wrap,
 )
 from model.gpt import GPT
+from model.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from model.plots import plot_loss_curve
 from model.precision import autocast, grad_scaler, resolve_precision
 from model.throughput import peak_flops
@@ -107,12 +108,19 @@ def prepare(cfg: TrainConfig) -> Setup:
     return Setup(**vars(checked), world=world, device=device)
 
 
-def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
-    """Train to `cfg.max_steps`, checkpointing as configured; safe to call under torchrun."""
+def train(
+    cfg: TrainConfig, callbacks: Callbacks | None = None, stop: StopRequest | None = None
+) -> TrainResult:
+    """Train to `cfg.max_steps`, checkpointing as configured; safe to call under torchrun.
+
+    The first Ctrl-C or SIGTERM (or `stop.set()`) ends the current step, writes a checkpoint
+    and raises `TrainingInterrupted`; `resume` continues from there as if never stopped.
+    """
     callbacks = callbacks or Callbacks()
     setup = prepare(cfg)
     try:
-        return _train(cfg, setup, callbacks)
+        with stop_on_signals(stop or StopRequest()) as request:
+            return _train(cfg, setup, callbacks, request)
     finally:
         shutdown(setup.world)
 
@@ -182,7 +190,7 @@ def train_step(
     return step_loss, grad_norm
 
 
-def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks) -> TrainResult:
+def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks, stop: StopRequest) -> TrainResult:
     world, device, precision = setup.world, setup.device, setup.precision
     torch.manual_seed(cfg.seed + world.rank)
     model = GPT(cfg.model).to(device)
@@ -250,7 +258,8 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks) -> TrainResult:
             if world.is_main:
                 callbacks.on_metrics(step, metrics)
             window_start = time.perf_counter()
-        if step % cfg.checkpoint_interval == 0 or final:
+        stopping = stop_agreed(stop, world, device)
+        if step % cfg.checkpoint_interval == 0 or final or stopping:
             if world.is_main:
                 state = {
                     "step": step,
@@ -265,6 +274,8 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks) -> TrainResult:
                 )
                 callbacks.on_checkpoint(step, path)
             barrier(world)
+        if stopping and not final:
+            raise TrainingInterrupted(step, checkpoint.resolve_checkpoint(cfg.out_dir), stop.signum)
     plot = None
     if world.is_main and history:
         plot = plot_loss_curve(history, cfg.out_dir / "loss_curve.png")
@@ -281,6 +292,14 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks) -> TrainResult:
         plot=plot,
         history=history,
     )
+
+
+def stop_agreed(stop: StopRequest, world: World, device: torch.device) -> bool:
+    """Whether to stop after this step; with several processes, any one asking stops all at
+    the same step (torchrun signals every rank, but not at the same instant)."""
+    if not world.distributed:
+        return stop.is_set()
+    return mean_across(float(stop.is_set()), world, device) > 0
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,15 @@ os.environ.pop("PREFECT_API_URL", None)
 
 
 @pytest.fixture(scope="session")
-def gptforge_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def gptforge_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test run gets its own home: MLflow's SQLite store and artifacts live there."""
     home = tmp_path_factory.mktemp("gptforge-home")
     os.environ["GPTFORGE_HOME"] = str(home)
-    return home
+    os.environ["PREFECT_HOME"] = str(home / "prefect")
+    yield home
+    from flows.servers import down
+
+    down(home)  # the embedded Prefect server that CLI tests started, if any
 
 
 @pytest.fixture(scope="session")
