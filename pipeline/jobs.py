@@ -80,7 +80,14 @@ def extract(data: bytes, job: ExtractJob) -> Extraction:
     if job.kind == Kind.PDF:
         from pipeline.extract_pdf import extract_pdf
 
-        return extract_pdf(data, job.pdf_passwords, job.ocr_lang, job.ocr_dpi, job.ocr_timeout_s)
+        return extract_pdf(
+            data,
+            job.pdf_passwords,
+            job.ocr_lang,
+            job.ocr_dpi,
+            job.ocr_timeout_s,
+            job.max_image_pixels,
+        )
     if job.kind == Kind.IMAGE:
         from pipeline.extract_image import extract_image
 

@@ -4,12 +4,19 @@ crashes its process (segfault, OOM kill) fails alone, and the pool carries on.
 `concurrent.futures.ProcessPoolExecutor` cannot do either: one dead worker breaks the whole
 pool, and a running job cannot be cancelled. Several threads may call `map` at once (a Prefect
 task runner submitting batches); they share the same worker processes.
+
+Each worker has a memory ceiling (RLIMIT_AS, address space), by default WORKER_MEMORY_SHARE of
+the machine's (or the cgroup's) memory split between the workers, at least MIN_WORKER_MEMORY: a
+decompression bomb then fails its own file ("ran out of memory (limit N GB)") instead of the
+machine. A worker whose job ran out of memory is replaced, so no fragmented heap lingers.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import resource
+import signal
 import threading
 import time
 import traceback
@@ -19,12 +26,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 PRELOAD = ["pipeline.worker_init"]
 # Jobs sent to a worker ahead of its results: the next one waits in its pipe, so a worker
 # never idles while the dispatcher thread collects a result and sends more work.
 IN_FLIGHT = 2
+# Address space, not resident memory: a worker maps ~0.45 GB before its first job.
+WORKER_MEMORY_SHARE = 0.75
+MIN_WORKER_MEMORY = 2 * 10**9
 
 
 def start_forkserver() -> None:
@@ -37,7 +48,13 @@ def start_forkserver() -> None:
     forkserver.ensure_running()
 
 
-def _serve(fn: Callable[[Any], Any], conn: Connection) -> None:
+def _serve(fn: Callable[[Any], Any], conn: Connection, memory_limit: int) -> None:
+    """A worker's life: results as (True, value), failures as (False, traceback), running out
+    of memory as (None, reason), after which the pool replaces the worker."""
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    if hard != resource.RLIM_INFINITY:
+        memory_limit = min(memory_limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (memory_limit, hard))
     while True:
         try:
             job = conn.recv()
@@ -45,8 +62,27 @@ def _serve(fn: Callable[[Any], Any], conn: Connection) -> None:
             return
         try:
             conn.send((True, fn(job)))
+        except MemoryError:
+            conn.send((None, out_of_memory()))
         except Exception as exc:  # noqa: BLE001 - reported per job, the worker lives on
             conn.send((False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"))
+
+
+def out_of_memory() -> str:
+    """The reason for a job that hit this process's memory ceiling."""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return "ran out of memory"
+    return f"ran out of memory (limit {limit / 1e9:.3g} GB)"
+
+
+def _died(exitcode: int | None, memory_limit: int) -> str:
+    """Why a worker process is gone. Native code that cannot allocate under the ceiling (pdfium
+    rendering a bomb) aborts rather than raising MemoryError."""
+    reason = f"extraction process died (exit code {exitcode})"
+    if exitcode == -signal.SIGABRT:
+        reason += f", most likely out of memory (limit {memory_limit / 1e9:.3g} GB)"
+    return reason
 
 
 @dataclass
@@ -73,9 +109,12 @@ class WorkerPool:
         timeout_s: float,
         on_failure: Callable[[Any, str], Any],
         may_queue: Callable[[Any], bool] = lambda job: True,
+        memory_limit: int | None = None,
     ):
+        """`memory_limit`: bytes of address space per worker (default `default_memory_limit`)."""
         self._fn, self._timeout, self._on_failure = fn, timeout_s, on_failure
         self._may_queue = may_queue
+        self._memory_limit = memory_limit or default_memory_limit(workers)
         self._ctx = mp.get_context("forkserver")
         start_forkserver()
         self._pending: deque[tuple[Any, Future]] = deque()  # appended by map, popped by _dispatch
@@ -110,7 +149,9 @@ class WorkerPool:
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_serve, args=(self._fn, child), daemon=True)
+        process = self._ctx.Process(
+            target=_serve, args=(self._fn, child, self._memory_limit), daemon=True
+        )
         process.start()
         child.close()
         return _Worker(process=process, conn=parent)
@@ -155,6 +196,9 @@ class WorkerPool:
             except (EOFError, OSError):
                 pass  # the process died mid-job; reported below as such
             else:
+                if ok is None:  # out of memory
+                    self._replace(w, value)
+                    return
                 job, future = w.jobs.popleft()
                 w.deadline = time.monotonic() + self._timeout  # the next job starts now
                 future.set_result(
@@ -163,7 +207,7 @@ class WorkerPool:
                 return
         if w.process.sentinel in ready or w.conn in ready:
             w.process.join()
-            self._replace(w, f"extraction process died (exit code {w.process.exitcode})")
+            self._replace(w, _died(w.process.exitcode, self._memory_limit))
         elif time.monotonic() >= w.deadline:
             self._replace(w, f"timed out after file_timeout_s={self._timeout:g}")
 
@@ -176,6 +220,18 @@ class WorkerPool:
         self._workers[self._workers.index(w)] = self._spawn()
         self._pending.extendleft(reversed(queued))
         future.set_result(self._on_failure(job, reason))
+
+
+def default_memory_limit(workers: int) -> int:
+    """WORKER_MEMORY_SHARE of the memory this process may use, split between `workers`."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:  # a container's limit (cgroup v2), when lower
+        cgroup = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        cgroup = "max"
+    if cgroup.isdigit():
+        memory = min(memory, int(cgroup))
+    return max(MIN_WORKER_MEMORY, int(memory * WORKER_MEMORY_SHARE / workers))
 
 
 def default_workers() -> int:

@@ -17,7 +17,7 @@ PAGE_TWO = "Page two: the harbour master counted forty-two masts at dawn."
 
 
 def pdf(data: bytes, passwords: tuple[str, ...] = ()) -> Extraction:
-    return extract_pdf(data, passwords, LANG, DPI, OCR_TIMEOUT)
+    return extract_pdf(data, passwords, LANG, DPI, OCR_TIMEOUT, MAX_PIXELS)
 
 
 def image(data: bytes, max_pixels: int = MAX_PIXELS) -> Extraction:

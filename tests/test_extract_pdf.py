@@ -15,6 +15,7 @@ import pytest
 from extract_helpers import (
     DPI,
     LANG,
+    MAX_PIXELS,
     PAGE_ONE,
     PAGE_TWO,
     assert_reads,
@@ -216,6 +217,6 @@ def test_a_page_with_an_unknown_stream_filter_is_a_warning_not_a_failure(good_pd
 
 
 def test_a_page_slower_than_ocr_timeout_fails_alone_in_a_pdf(pdfs: dict[str, bytes]):
-    extraction = extract_pdf(pdfs["jpeg"], (), LANG, DPI, 0.01)
+    extraction = extract_pdf(pdfs["jpeg"], (), LANG, DPI, 0.01, MAX_PIXELS)
     assert (extraction.text, extraction.pages, extraction.ocr_pages) == ("", 1, 0)
     assert extraction.warnings == ["page 1: OCR of one page took longer than ocr_timeout_s=0.01"]
