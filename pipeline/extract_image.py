@@ -6,7 +6,7 @@ import io
 
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from pipeline.ocr import OcrError, ocr_image
+from pipeline.ocr import OcrError, ocr_image, tesseract_problem
 from pipeline.records import Extraction, ExtractionError
 
 MULTI_PAGE_FORMATS = ("TIFF", "MPO")
@@ -34,7 +34,8 @@ def extract_image(data: bytes, lang: str, timeout_s: float, max_pixels: int) -> 
             try:
                 texts.append(ocr_image(frame, lang, timeout_s))
             except OcrError as exc:
-                if pages == 1 and image.format not in MULTI_PAGE_FORMATS:
+                alone = image.format not in MULTI_PAGE_FORMATS
+                if pages == 1 and (alone or tesseract_problem()):  # no frame will read either
                     raise ExtractionError(str(exc)) from exc
                 warnings.append(f"frame {pages}: {exc}")
     except (OSError, ValueError, SyntaxError, EOFError) as exc:

@@ -11,6 +11,9 @@ pdfium spent 18 GB and 5 minutes on. So a page is rendered at no more than max_i
 (the dpi scaled down, with a warning), and not at all when its content decompresses past
 pypdf's limits (75 MB a stream) or it holds an image over max_image_pixels. Nested forms are
 not inspected: the worker's memory ceiling (`pipeline.workers`) is the last line.
+
+Pages that need OCR while tesseract cannot run keep their text layer, with a warning; a PDF
+with no usable layer at all (a scan) fails with tesseract's problem.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from PIL import Image
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError, PyPdfError
 
-from pipeline.ocr import OcrError, ocr_image
+from pipeline.ocr import OcrError, ocr_image, tesseract_problem
 from pipeline.records import Extraction, ExtractionError
 from pipeline.textdecode import normalize_text
 
@@ -66,17 +69,27 @@ def extract_pdf(
     warnings: list[str] = []
     texts: list[str] = []
     ocr_pages = 0
+    unread: list[int] = []  # pages that needed OCR while tesseract cannot run
+    problem: str | None = None
     renderer: _Renderer | None = None
     for number, page in enumerate(pages, start=1):
         text = _layer_text(page, number, warnings)
         if not _usable(text):
-            renderer = renderer or _Renderer(data, password, ocr_dpi, max_pixels)
-            ocr_text = renderer.ocr(page, number - 1, ocr_lang, ocr_timeout_s, warnings)
-            if ocr_text is not None and _alnum(ocr_text) > _alnum(text):
-                text, ocr_pages = ocr_text, ocr_pages + 1
+            problem = tesseract_problem()
+            if problem:
+                unread.append(number)
+            else:
+                renderer = renderer or _Renderer(data, password, ocr_dpi, max_pixels)
+                ocr_text = renderer.ocr(page, number - 1, ocr_lang, ocr_timeout_s, warnings)
+                if ocr_text is not None and _alnum(ocr_text) > _alnum(text):
+                    text, ocr_pages = ocr_text, ocr_pages + 1
         texts.append(text)
     if renderer:
         renderer.close()
+    if unread and problem:
+        if len(unread) == len(pages):
+            raise ExtractionError(problem)
+        warnings.append(f"{len(unread)} page(s) not OCR'd, first page {unread[0]}: {problem}")
     return Extraction(
         text="\n\n".join(t for t in texts if t),
         extractor="pdf:pypdf+tesseract" if ocr_pages else "pdf:pypdf",

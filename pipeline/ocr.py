@@ -22,6 +22,8 @@ from pipeline.textdecode import normalize_text
 # Tesseract's own OpenMP threads slow it down when every core already runs one tesseract.
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
+NOT_INSTALLED = "tesseract is not installed (apt-get install tesseract-ocr)"
+PROBE_TIMEOUT_S = 10.0
 MAX_OCR_PIXELS = 5000 * 5000
 MIN_OCR_HEIGHT = 600
 # Mean word confidence (0-100) under which a page's orientation is checked. Clean text reads
@@ -44,28 +46,69 @@ def _pytesseract() -> ModuleType:
     return pytesseract
 
 
+def _probe(flag: str) -> str:
+    """stdout of `tesseract <flag>` within PROBE_TIMEOUT_S: a missing or hanging tesseract
+    fails a file in seconds instead of holding a worker until file_timeout_s."""
+    try:
+        done = subprocess.run(
+            ["tesseract", flag],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=PROBE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise OcrError(
+            f"tesseract did not answer `tesseract {flag}` within {PROBE_TIMEOUT_S:g} s"
+        ) from exc
+    except OSError as exc:
+        raise OcrError(NOT_INSTALLED) from exc
+    if done.returncode != 0:
+        raise OcrError(f"`tesseract {flag}` failed (exit code {done.returncode})")
+    return done.stdout
+
+
+@lru_cache(maxsize=1)
+def tesseract_problem() -> str | None:
+    """Why tesseract cannot run here, or None; asked once per process.
+
+    pytesseract runs `tesseract --version` before its first OCR call, with no time limit;
+    probing it here first, with one, keeps a hanging binary from hanging a worker.
+    """
+    try:
+        _probe("--version")
+    except OcrError as exc:
+        return str(exc)
+    return None
+
+
 @lru_cache(maxsize=1)
 def installed_languages() -> frozenset[str]:
     """`tesseract --list-langs`, run directly so that checking settings imports nothing."""
-    try:
-        listing = subprocess.run(
-            ["tesseract", "--list-langs"], capture_output=True, text=True, check=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise OcrError("tesseract is not installed (apt-get install tesseract-ocr)") from exc
-    lines = listing.stdout.splitlines()
+    lines = _probe("--list-langs").splitlines()
     return frozenset(line.strip() for line in lines[1:] if line.strip())
 
 
-def check_languages(lang: str) -> None:
-    missing = set(lang.split("+")) - installed_languages()
+def check_languages(lang: str) -> str | None:
+    """Refuse OCR languages tesseract has no model for (a settings error, ConfigError).
+
+    A missing or broken tesseract is no settings error: text, code and born-digital PDFs
+    ingest without it. Its reason is returned (None when OCR works) for the caller to show;
+    images and scanned pages then each fail with it.
+    """
+    try:
+        installed = installed_languages()
+    except OcrError as exc:
+        return str(exc)
+    missing = set(lang.split("+")) - installed
     if missing:
-        have = ", ".join(sorted(installed_languages() - {"osd"}))
+        have = ", ".join(sorted(installed - {"osd"}))
         raise ConfigError(
             "ocr_lang",
             f"tesseract has no model for {', '.join(sorted(missing))} "
             f"(installed: {have}; apt-get install tesseract-ocr-<lang>)",
         )
+    return None
 
 
 def prepare(image: Image.Image) -> Image.Image:
@@ -95,6 +138,9 @@ def ocr_image(image: Image.Image, lang: str, timeout_s: float) -> str:
     page that still reads with low confidence gets tesseract's orientation detection (OSD,
     about half an OCR pass) and, if it is turned, a second pass, whichever reads better.
     """
+    problem = tesseract_problem()
+    if problem:
+        raise OcrError(problem)
     deadline = time.monotonic() + timeout_s
     page = prepare(image)
     text, confidence = _recognise(page, lang, deadline, timeout_s)
