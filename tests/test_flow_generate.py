@@ -188,3 +188,40 @@ def test_empty_and_malformed_prompt_files_are_refused(registered: dict, tmp_path
         with pytest.raises(ConfigError, match=message) as err:
             generate_flow(model=registered["uri"], prompts_file=str(path))
         assert err.value.field == "prompts_file"
+
+
+def test_a_job_stopped_midway_keeps_its_finished_records_as_valid_jsonl(
+    registered: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or SIGTERM, which the CLI turns into the same unwinding) between two groups."""
+    import flows.generate as gen
+
+    real, calls = gen.generate, []
+
+    def interrupted_after_two_groups(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "generate", interrupted_after_two_groups)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": f"p{i}", "temperature": 0.5 + i / 10}) + "\n" for i in range(4)
+        )
+    )
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        generate_flow(
+            model=registered["uri"], prompts_file=str(prompts), max_new_tokens=3, out=str(out)
+        )
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in records] == ["p0", "p1"]
+    assert all(set(r) >= RECORD_FIELDS for r in records)
+    mlflow.set_tracking_uri(mlflow_uri())
+    (run,) = mlflow.search_runs(
+        filter_string=f"tags.`{STAGE_TAG}` = 'generate' and attributes.status = 'KILLED'",
+        search_all_experiments=True,
+        output_format="list",
+    )
