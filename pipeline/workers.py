@@ -85,6 +85,10 @@ def _died(exitcode: int | None, memory_limit: int) -> str:
     return reason
 
 
+class PoolClosed(RuntimeError):
+    """The pool was closed before this job ran (the command is stopping)."""
+
+
 @dataclass
 class _Worker:
     """A process and its jobs in flight, oldest (the one running) first."""
@@ -174,6 +178,12 @@ class WorkerPool:
             w.conn.close()
             w.process.kill()
             w.process.join()
+        # Closed with work left (Ctrl-C, SIGTERM): callers blocked in `map` must not wait
+        # forever for results that will never come.
+        unfinished = [f for w in self._workers for _, f in w.jobs] + [f for _, f in self._pending]
+        for future in unfinished:
+            if not future.done():
+                future.set_exception(PoolClosed("the extraction pool was closed"))
 
     def _assign(self) -> None:
         """Idle workers first, then a second job each: a short batch still uses every process."""

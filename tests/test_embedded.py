@@ -213,3 +213,49 @@ def test_sigterm_stops_training_at_a_checkpoint_and_resume_ends_where_a_straight
     assert finish(gptforge("train", *common, "--out", str(straight), env=user_env))[0] == 0
     resumed, reference = weights(resolve_checkpoint(out)), weights(resolve_checkpoint(straight))
     assert all((resumed[k] == reference[k]).all() for k in reference)
+
+
+def test_ctrl_c_during_ingest_leaves_no_process_and_a_rerun_finishes_the_same_dataset(
+    user_env: dict[str, str], tmp_path: Path
+) -> None:
+    from docgen import render_text_image
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i in range(10):
+        render_text_image(f"Page {i}: the quick brown fox jumps over the lazy dog.").save(
+            scans / f"page{i}.png"
+        )
+    out = tmp_path / "data"
+    ingest = gptforge("ingest", str(scans), "--out", str(out), env=user_env)
+    index = out / "cache" / "v2" / "index.jsonl"
+    while not (index.exists() and index.read_bytes().count(b"\n") >= 1):
+        assert ingest.poll() is None, "ingest ended before it could be interrupted"
+        time.sleep(0.1)
+    embedded = {
+        info["pid"] for info in servers.read_state(Path(user_env["GPTFORGE_HOME"])).values()
+    }
+    children = {
+        p.pid
+        for p in psutil.Process(ingest.pid).children(recursive=True)
+        if os.getpgid(p.pid) not in embedded
+    }
+    assert children, "extraction processes are running"
+    ingest.send_signal(signal.SIGINT)
+    code, output = finish(ingest, timeout=60)
+
+    assert code == 130, output
+    assert "Traceback" not in output
+    assert "stopped by SIGINT; run it again to continue" in output
+    assert not (out / "manifest.json").exists(), "nothing half-done is taken for finished"
+    deadline = time.monotonic() + 15  # a tesseract already running finishes its page
+    while [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]:
+        assert time.monotonic() < deadline, "an extraction process outlived the command"
+        time.sleep(0.5)
+
+    assert finish(gptforge("ingest", str(scans), "--out", str(out), env=user_env))[0] == 0
+    straight = tmp_path / "straight"
+    assert finish(gptforge("ingest", str(scans), "--out", str(straight), env=user_env))[0] == 0
+    rerun, reference = (json.loads((d / "manifest.json").read_text()) for d in (out, straight))
+    assert rerun["dataset_digest"] == reference["dataset_digest"]
+    assert {r["status"] for r in rerun["files"]} == {"ok"}

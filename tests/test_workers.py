@@ -135,3 +135,24 @@ def test_a_long_job_is_not_queued_behind_a_busy_worker_but_waits_for_an_idle_one
 def test_short_jobs_are_queued_two_deep_and_all_come_back_in_order():
     with WorkerPool(pool_jobs.echo, 2, 30, failure) as pool:
         assert pool.map([(i, 0.01) for i in range(40)]) == list(range(40))
+
+
+def test_closing_the_pool_fails_the_jobs_a_caller_still_waits_for():
+    """Ctrl-C closes the pool while task threads wait in `map`: they must return, not hang."""
+    from pipeline.workers import PoolClosed
+
+    outcome: list[BaseException] = []
+    pool = WorkerPool(pool_jobs.echo, 1, 30, failure)
+
+    def wait_for_slow_jobs() -> None:
+        try:
+            pool.map([("slow", 30.0), ("queued", 30.0), ("pending", 30.0)])
+        except PoolClosed as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=wait_for_slow_jobs)
+    caller.start()
+    time.sleep(0.5)
+    pool.close()
+    caller.join(timeout=10)
+    assert not caller.is_alive() and len(outcome) == 1
