@@ -16,8 +16,10 @@ from flows.progress import ProgressBar, set_progress_sink
 from flows.servers import ServerError, use_running_servers
 from flows.servers import add_commands as add_server_commands
 from model.interrupt import Terminated, TrainingInterrupted, raise_on_sigterm
+from model.sampling_config import SamplingConfig
 from pipeline.config import ConfigError
 
+SAMPLING_DEFAULTS = SamplingConfig()
 FLOW_COMMANDS = ("ingest", "train", "generate", "run")
 AFTER_STOP = {
     "ingest": "; run it again to continue: finished files are cached",
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gptforge", description="Documents in, a GPT trained from scratch out."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+    parser.add_argument("--version", action="version", version=f"gptforge {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     ingest = commands.add_parser("ingest", help="documents -> GPT-2 token shards + manifest")
@@ -82,16 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
     source = gen.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompts", help=".txt (one per line) or .jsonl with overrides")
     source.add_argument("--prompt", help="one prompt: stream the completion to the terminal")
-    gen.add_argument("--temperature", type=float, nargs="+", default=[0.8])
-    gen.add_argument("--top-k", type=int, nargs="+", default=[50])
-    gen.add_argument("--top-p", type=float, nargs="+", default=[0.95])
-    gen.add_argument("--repetition-penalty", type=float, nargs="+", default=[1.0])
-    gen.add_argument("--max-new-tokens", type=int, default=64)
+    for name, kind in (
+        ("temperature", float),
+        ("top_k", int),
+        ("top_p", float),
+        ("repetition_penalty", float),
+    ):
+        default = getattr(SAMPLING_DEFAULTS, name)
+        gen.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            nargs="+",
+            default=[default],
+            help=f"one value, or several to sweep (default {default})",
+        )
+    gen.add_argument("--max-new-tokens", type=int, default=SAMPLING_DEFAULTS.max_new_tokens)
     gen.add_argument("--greedy", action="store_true", help="do_sample=False")
     gen.add_argument("--stop", action="append", default=[], metavar="TEXT")
     gen.add_argument("--num-return-sequences", type=int, default=1)
     gen.add_argument("--batch-size", type=int, default=8)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=SAMPLING_DEFAULTS.seed)
     gen.add_argument("--out", default=None, help="JSONL file for the generation records")
     gen.add_argument("--experiment", default="gptforge", help="MLflow experiment")
 
@@ -121,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="write the bundled sample corpus to a directory")
     sample.add_argument("out", help="directory to (re)create")
     return parser
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gptforge")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

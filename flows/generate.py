@@ -26,7 +26,7 @@ from model.diversity import diversity
 from model.generate import Generation, generate, validate_job, validate_prompts
 from model.generation_job import Prompt, load_prompts, sampling_grid, setting_label, with_overrides
 from model.plots import plot_diversity
-from model.sampling import SamplingConfig
+from model.sampling_config import SamplingConfig
 from pipeline.tokenizer import decode, encode
 
 TRAIN_RUN_TAG = "gptforge.train_run_id"
@@ -109,21 +109,24 @@ def inference_device() -> tuple[torch.device, torch.dtype | None]:
     return torch.device("cpu"), None
 
 
+DEFAULTS = SamplingConfig()  # every sampling default below comes from model/sampling.py
+
+
 @flow(name="generate")
 def generate_flow(
     model: str,
     prompts: list[str] | None = None,
     prompts_file: str | None = None,
-    temperature: Sweep = 0.8,
-    top_k: int | list[int] = 50,
-    top_p: Sweep = 0.95,
-    repetition_penalty: Sweep = 1.0,
-    max_new_tokens: int = 64,
-    do_sample: bool = True,
+    temperature: Sweep = DEFAULTS.temperature,
+    top_k: int | list[int] = DEFAULTS.top_k,
+    top_p: Sweep = DEFAULTS.top_p,
+    repetition_penalty: Sweep = DEFAULTS.repetition_penalty,
+    max_new_tokens: int = DEFAULTS.max_new_tokens,
+    do_sample: bool = DEFAULTS.do_sample,
     stop: list[str] | None = None,
     num_return_sequences: int = 1,
     batch_size: int = 8,
-    seed: int = 0,
+    seed: int = DEFAULTS.seed,
     out: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
 ) -> dict[str, Any]:

@@ -12,9 +12,12 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from flows.home import apply_quiet_env, gptforge_home, mlflow_uri
 from model.checkpoint import CONFIG, WEIGHTS, CheckpointError, resolve_checkpoint
+from model.sampling_config import SamplingConfig
 from pipeline.config import ConfigError
 
 DEFAULT_MODEL_NAME = "gptforge"
@@ -55,9 +58,28 @@ def register_checkpoint(checkpoint: Path, name: str, dataset_digest: str) -> str
             artifacts={"checkpoint": str(staged)},
             pip_requirements=["torch==2.13.0", "safetensors", "tiktoken", "gptforge"],
             registered_model_name=name,
+            signature=model_signature(),
             tags={"gptforge.dataset_digest": dataset_digest},
         )
     return str(info.registered_model_version)
+
+
+def model_signature() -> ModelSignature:
+    """Prompts in, completions out, and every sampling setting as a parameter whose default is
+    `SamplingConfig`'s, so `mlflow models serve` and `predict(params=...)` take them by name."""
+    kinds = {bool: "boolean", int: "long", float: "double", str: "string"}
+    params = []
+    for name, value in SamplingConfig().to_json().items():
+        if isinstance(value, list):
+            item = kinds[type(value[0])] if value else "string"
+            params.append(ParamSpec(name, item, value, shape=(-1,)))
+        else:
+            params.append(ParamSpec(name, kinds[type(value)], value))
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "prompt")]),
+        outputs=Schema([ColSpec("string", "completion")]),
+        params=ParamSchema(params),
+    )
 
 
 def resolve_model(ref: str) -> ModelRef:

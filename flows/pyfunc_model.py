@@ -20,7 +20,7 @@ class GPTForgeModel(PythonModel):
         self, context: PythonModelContext, model_input: list[str], params: dict | None = None
     ) -> list[str]:
         from model.generate import generate
-        from model.sampling import SamplingConfig
+        from model.sampling_config import SamplingConfig
         from pipeline.tokenizer import decode, encode
 
         prompts = [encode(p) for p in _prompts(model_input)]

@@ -22,7 +22,8 @@ from torch import Tensor
 
 from model.gpt import GPT
 from model.kv_cache import KVCache
-from model.sampling import Processor, SamplingConfig, build_processors, next_tokens
+from model.sampling import Processor, build_processors, next_tokens
+from model.sampling_config import SamplingConfig
 from pipeline.config import ConfigError
 from pipeline.tokenizer import EOT_TOKEN
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from model.sampling import SamplingConfig
+from model.sampling_config import SamplingConfig
 from pipeline.config import ConfigError
 
 SWEEPABLE = ("temperature", "top_k", "top_p", "repetition_penalty")

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from model.sampling import SamplingConfig  # noqa: E402
+from model.sampling_config import SamplingConfig  # noqa: E402
 
 
 def plot_loss_curve(history: list[dict[str, float]], path: Path) -> Path:

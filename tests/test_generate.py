@@ -10,7 +10,7 @@ from model.config import GPTConfig
 from model.convert import hf_config_kwargs, to_hf
 from model.generate import Generation, TokenEvent, generate, row_seed, stream
 from model.gpt import GPT
-from model.sampling import SamplingConfig
+from model.sampling_config import SamplingConfig
 from pipeline.config import ConfigError
 
 # 512 rows in the model, 500 in the "tokenizer": ids 500..511 are padding and never sampled.

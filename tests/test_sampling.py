@@ -25,6 +25,14 @@ from model.sampling import (
 )
 from pipeline.config import ConfigError
 
+# Processors one at a time: the product's defaults (T 0.8, top-k 50, top-p 0.95) switched off.
+NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+def plain(**settings) -> SamplingConfig:
+    return SamplingConfig(**(NEUTRAL | settings))
+
+
 LOGITS = torch.tensor([[10.0, 8.0, 5.0, 2.0, 1.0, 0.5]])
 
 
@@ -35,7 +43,7 @@ def probabilities(config: SamplingConfig, logits: torch.Tensor, tokens=None) -> 
 
 
 def test_top_k_3_then_top_p_09_keeps_exactly_the_first_two_tokens() -> None:
-    config = SamplingConfig(temperature=1.0, top_k=3, top_p=0.9)
+    config = plain(temperature=1.0, top_k=3, top_p=0.9)
     probs = probabilities(config, LOGITS)
     expected = torch.tensor([[0.8808, 0.1192, 0.0, 0.0, 0.0, 0.0]])
     torch.testing.assert_close(probs, expected, atol=5e-5, rtol=0)
@@ -44,17 +52,17 @@ def test_top_k_3_then_top_p_09_keeps_exactly_the_first_two_tokens() -> None:
 
 def test_top_p_alone_sorts_and_keeps_the_smallest_set_reaching_p() -> None:
     # softmax over all six: 0.8786, 0.1189, 0.0059, ...; 0.8786 < 0.9 so the second stays.
-    probs = probabilities(SamplingConfig(top_p=0.9), LOGITS)
+    probs = probabilities(plain(top_p=0.9), LOGITS)
     assert probs[0, :2].gt(0).all() and probs[0, 2:].eq(0).all()
 
 
 def test_top_p_always_keeps_the_most_likely_token() -> None:
-    probs = probabilities(SamplingConfig(top_p=0.01), LOGITS)
+    probs = probabilities(plain(top_p=0.01), LOGITS)
     assert probs.tolist() == [[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
 
 
 def test_temperature_scales_the_scores_before_filtering() -> None:
-    probs = probabilities(SamplingConfig(temperature=2.0), LOGITS)
+    probs = probabilities(plain(temperature=2.0), LOGITS)
     torch.testing.assert_close(probs, (LOGITS / 2).softmax(dim=1))
 
 
@@ -86,7 +94,7 @@ def hf_chain(config: SamplingConfig) -> list:
 )
 def test_same_filtered_distribution_as_transformers(settings: dict) -> None:
     """The same kept tokens and log-probabilities (our temperature shifts scores by the max)."""
-    config = SamplingConfig(**settings)
+    config = plain(**settings)
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 2000, generator=generator) * 3
     tokens = torch.randint(0, 2000, (6, 40), generator=generator)
@@ -107,26 +115,26 @@ def test_repetition_penalty_hits_each_repeated_token_once_with_its_sign() -> Non
 
 
 def test_greedy_when_do_sample_is_false_or_temperature_is_zero() -> None:
-    for config in (SamplingConfig(do_sample=False), SamplingConfig(temperature=0.0)):
+    for config in (plain(do_sample=False), plain(temperature=0.0)):
         assert config.greedy
         assert next_tokens(LOGITS, None, config, build_processors(config), None).tolist() == [0]
 
 
 def test_greedy_applies_the_repetition_penalty_and_nothing_else() -> None:
-    config = SamplingConfig(do_sample=False, repetition_penalty=10.0, top_k=1, temperature=0.5)
+    config = plain(do_sample=False, repetition_penalty=10.0, top_k=1, temperature=0.5)
     assert [type(p).__name__ for p in build_processors(config)] == ["RepetitionPenalty"]
     chosen = next_tokens(LOGITS, torch.tensor([[0]]), config, build_processors(config), None)
     assert chosen.tolist() == [1]  # 10 / 10 = 1 < 8
 
 
 def test_sampling_without_uniforms_is_refused() -> None:
-    config = SamplingConfig()
+    config = plain()
     with pytest.raises(ValueError, match="uniform"):
         next_tokens(LOGITS, None, config, build_processors(config), None)
 
 
 def test_inverse_cdf_draw_follows_the_filtered_probabilities() -> None:
-    config = SamplingConfig(top_k=3, top_p=0.9)
+    config = plain(top_k=3, top_p=0.9)
     candidates = process(LOGITS.expand(10_000, -1), None, build_processors(config))
     grid = (torch.arange(10_000, dtype=torch.float64) + 0.5) / 10_000
     counts = torch.bincount(sample(candidates, grid), minlength=6)
@@ -162,15 +170,15 @@ def test_invalid_setting_names_its_field_and_allowed_range(
     settings: dict, field: str, allowed: str
 ) -> None:
     with pytest.raises(ConfigError) as err:
-        SamplingConfig(**settings)
+        plain(**settings)
     assert err.value.field == field
     assert str(err.value).startswith(f"{field}: ") and allowed in str(err.value)
 
 
 def test_settings_normalise_and_round_trip_through_json() -> None:
-    config = SamplingConfig(stop="\n\n", eos_token_id=7, top_k=50)
+    config = plain(stop="\n\n", eos_token_id=7, top_k=50)
     assert config.stop == ("\n\n",) and config.eos_token_id == (7,)
-    assert SamplingConfig(eos_token_id=None).eos_token_id == ()
+    assert plain(eos_token_id=None).eos_token_id == ()
     data = config.to_json()
     assert data["stop"] == ["\n\n"] and data["eos_token_id"] == [7]
     assert SamplingConfig.from_json(data) == config

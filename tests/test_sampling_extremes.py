@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from model.config import GPTConfig
 from model.generate import generate
 from model.gpt import GPT
-from model.sampling import SamplingConfig, build_processors, next_tokens
+from model.sampling import build_processors, next_tokens
+from model.sampling_config import SamplingConfig
 from pipeline.tokenizer import VOCAB_SIZE, gpt2_encoding
 
 # The real tokenizer and the real padded vocabulary (50304 rows), on a model small enough to

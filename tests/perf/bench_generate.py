@@ -33,7 +33,7 @@ from model.config import GPTConfig
 from model.convert import hf_config_kwargs, to_hf
 from model.generate import generate
 from model.gpt import GPT
-from model.sampling import SamplingConfig
+from model.sampling_config import SamplingConfig
 
 CONFIG = GPTConfig(block_size=512, n_layer=6, n_head=6, n_embd=384)
 PROMPT_TOKENS = 32
