@@ -15,11 +15,14 @@ from flows.metric_sender import TrackingUnavailable
 from flows.progress import ProgressBar, set_progress_sink
 from flows.servers import ServerError, use_running_servers
 from flows.servers import add_commands as add_server_commands
+from flows.settings_cli import add_settings, documented
 from model.interrupt import Terminated, TrainingInterrupted, raise_on_sigterm
 from model.sampling_config import SamplingConfig
+from model.train_config import TrainConfig
 from pipeline.config import ConfigError
 
 SAMPLING_DEFAULTS = SamplingConfig()
+TRAIN_SETTINGS = [name for name in documented(TrainConfig) if name != "init_from"]
 FLOW_COMMANDS = ("ingest", "train", "generate", "run")
 AFTER_STOP = {
     "ingest": "; run it again to continue: finished files are cached",
@@ -56,23 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="model override"
     )
-    train.add_argument("--max-steps", type=int, default=200)
-    train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--grad-accum", type=int, default=1)
-    train.add_argument(
-        "--tokens-per-step",
-        type=int,
-        default=None,
-        help="target tokens per optimizer step; sets --grad-accum from it",
-    )
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (CUDA)")
-    train.add_argument("--eval-interval", type=int, default=50)
-    train.add_argument("--checkpoint-interval", type=int, default=100)
+    add_settings(train, TrainConfig, skip={"init_from"})
     train.add_argument("--out", default=None, help="checkpoint directory")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--init-from", default=None, help="start from these weights")
-    train.add_argument("--seed", type=int, default=1337)
     train.add_argument("--experiment", default="gptforge", help="MLflow experiment")
     train.add_argument("--model-name", default="gptforge", help="MLflow registered model")
 
@@ -154,10 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_on_sigterm()
     try:
         handler = getattr(args, "handler", None) or COMMANDS[args.command]
-        if not needs_orchestrator(args.command):
-            return handler(args)
-        with orchestrator():
-            return handler(args)
+        return handler(args)
     except TrainingInterrupted as exc:
         print(f"gptforge train: {exc}; continue it with --resume", file=sys.stderr)
         return exc.exit_code
@@ -186,13 +172,6 @@ def quiet_console() -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-
-
-def needs_orchestrator(command: str) -> bool:
-    """Flows and `serve` report to Prefect; torchrun ranks other than 0 run no flow."""
-    if command == "train" and int(os.environ.get("RANK", "0")) > 0:
-        return False
-    return command in FLOW_COMMANDS or command == "serve"
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -225,7 +204,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     check_languages(cfg.ocr_lang)
     if args.batch_files < 1:
         raise ConfigError("batch_files", f"must be >= 1, got {args.batch_files}")
-    with ProgressBar() as bar:
+    with orchestrator(), ProgressBar() as bar:
         set_progress_sink(bar.update)
         result = ingest_flow(
             **settings,
@@ -249,30 +228,23 @@ def run_train(args: argparse.Namespace) -> int:
         "out_dir": args.out,
         "preset": args.preset,
         "model_overrides": parse_overrides(args.set),
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "grad_accum": args.grad_accum,
-        "tokens_per_step": args.tokens_per_step,
-        "learning_rate": args.learning_rate,
-        "precision": args.precision,
-        "eval_interval": args.eval_interval,
-        "checkpoint_interval": args.checkpoint_interval,
-        "resume": args.resume,
         "init_from": args.init_from,
-        "seed": args.seed,
-        "experiment": args.experiment,
-        "registered_model_name": args.model_name,
+        **{name: getattr(args, name) for name in TRAIN_SETTINGS},
     }
+    tracking = {"experiment": args.experiment, "registered_model_name": args.model_name}
     if int(os.environ.get("RANK", "0")) > 0:
         return run_train_worker(settings)
-    from flows.train import train_config, train_flow
+    from flows.train_settings import train_config
+
+    cfg = train_config(**settings)  # every setting checked, nothing heavy imported yet
+    from flows.train import train_flow
     from model.train import validate
 
-    validate(train_config(**settings))
+    validate(cfg)
 
-    with ProgressBar(unit="step") as bar:
+    with orchestrator(), ProgressBar(unit="step") as bar:
         set_progress_sink(bar.update)
-        result = train_flow(**settings)
+        result = train_flow(**settings, **tracking)
         set_progress_sink(None)
     val = result["val_loss"]
     print(f"MLflow run: {result['mlflow_run_id']}")
@@ -289,7 +261,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     apply_quiet_env()
     from flows.full_pipeline import pipeline_flow
 
-    with ProgressBar(unit="item") as bar:
+    with orchestrator(), ProgressBar(unit="item") as bar:
         set_progress_sink(bar.update)
         result = pipeline_flow(
             sources=args.sources,
@@ -348,13 +320,14 @@ def run_serve(args: argparse.Namespace) -> int:
     from flows.serve import deployments, serve_all
 
     deployments(args.retrain_cron, args.sources)
-    serve_all(args.retrain_cron, args.sources, limit=args.limit)
+    with orchestrator():
+        serve_all(args.retrain_cron, args.sources, limit=args.limit)
     return 0
 
 
 def run_train_worker(settings: dict) -> int:
     """torchrun ranks other than 0 train without Prefect or MLflow; rank 0 runs the flow."""
-    from flows.train import train_config
+    from flows.train_settings import train_config
     from model.train import train
 
     train(train_config(**settings))
@@ -385,7 +358,7 @@ def run_generate(args: argparse.Namespace) -> int:
         return stream_one(args.model, args.prompt, sweep)
     from flows.generate import generate_flow
 
-    with ProgressBar(unit="output") as bar:
+    with orchestrator(), ProgressBar(unit="output") as bar:
         set_progress_sink(bar.update)
         result = generate_flow(
             model=args.model,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.home import gptforge_home, mlflow_uri
+from flows.home import mlflow_uri
 from flows.metric_sender import MetricSender, TrackingUnavailable
 from flows.models import DEFAULT_MODEL_NAME, register_checkpoint
 from flows.progress import report
@@ -25,18 +24,17 @@ from flows.tracking import (
     run_link,
     stage_run,
 )
+from flows.train_settings import train_config
 from model.checkpoint import CONFIG, TRAINER_STATE, read_trainer_state
-from model.config import preset as model_preset
-from model.data import Dataset
 from model.train import Callbacks, TrainResult, train, validate
-from model.train_config import TrainConfig, grad_accum_for
-from pipeline.config import ConfigError
+from model.train_config import Device, Precision, TrainConfig, defaults
 
 INGEST_RUN_TAG = "gptforge.ingest_run_id"
 RUN_FILE = "mlflow_run.json"
 SEND_TIMEOUT_S = 60.0
 MODEL_VERSION_TAG = "gptforge.model_version"
 STEPS_TAG = "gptforge.registered_at_step"
+D = defaults()  # every training default comes from model/train_config.py
 
 
 class MlflowCallbacks(Callbacks):
@@ -102,60 +100,48 @@ def train_flow(
     out_dir: str | None = None,
     preset: str = "tiny",
     model_overrides: dict[str, Any] | None = None,
-    max_steps: int = 200,
-    batch_size: int = 8,
-    grad_accum: int = 1,
-    tokens_per_step: int | None = None,
-    learning_rate: float = 1e-3,
-    precision: str = "auto",
-    eval_interval: int = 50,
-    checkpoint_interval: int = 100,
-    resume: bool = False,
+    max_steps: int = D["max_steps"],
+    batch_size: int = D["batch_size"],
+    grad_accum: int = D["grad_accum"],
+    tokens_per_step: int | None = D["tokens_per_step"],
+    learning_rate: float = D["learning_rate"],
+    min_lr: float | None = D["min_lr"],
+    warmup_steps: int | None = D["warmup_steps"],
+    weight_decay: float = D["weight_decay"],
+    beta1: float = D["beta1"],
+    beta2: float = D["beta2"],
+    grad_clip: float = D["grad_clip"],
+    precision: Precision = D["precision"],
+    device: Device = D["device"],
+    compile: bool = D["compile"],
+    eval_interval: int = D["eval_interval"],
+    eval_batches: int = D["eval_batches"],
+    log_interval: int | None = D["log_interval"],
+    checkpoint_interval: int = D["checkpoint_interval"],
+    keep_last: int = D["keep_last"],
+    seed: int = D["seed"],
+    resume: bool = D["resume"],
     init_from: str | None = None,
-    seed: int = 1337,
     experiment: str = DEFAULT_EXPERIMENT,
     registered_model_name: str = DEFAULT_MODEL_NAME,
 ) -> dict[str, Any]:
     """Train a GPT from scratch (or continue one) on a dataset written by `ingest`.
+
+    Every training setting is a field of `model.train_config.TrainConfig`, which holds its
+    default, range and description (`gptforge train --help` lists them); a setting left
+    `None` is derived there from the others.
 
     Args:
         data_dir: dataset directory with manifest.json and shards/ (from the ingest flow).
         out_dir: where checkpoints go; default: a new folder under GPTFORGE_HOME/checkpoints.
         preset: model size: tiny, small, mini, gpt2 or gpt2-medium.
         model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
-        max_steps: optimizer steps to train to (a resumed run continues to this step).
-        batch_size: sequences per micro-batch (each block_size tokens long).
-        grad_accum: micro-batches accumulated per optimizer step.
-        tokens_per_step: a target of tokens per optimizer step (all processes) instead of
-            grad_accum: it must be a multiple of batch_size x block_size x processes.
-        learning_rate: peak learning rate after warmup; cosine decay to a tenth of it.
-        precision: auto, fp32, bf16 or fp16 (fp16 needs CUDA).
-        eval_interval: steps between validation-loss evaluations.
-        checkpoint_interval: steps between checkpoints (one is always written at the end).
-        resume: continue the run in out_dir exactly where its last checkpoint stopped.
-        init_from: start from these weights (a checkpoint directory) with a fresh optimizer.
-        seed: decides the initial weights and every training batch.
         experiment: MLflow experiment.
         registered_model_name: MLflow registered model that gets the new version.
     """
+    settings = {k: v for k, v in locals().items() if k in D and k != "init_from"}
     logger = get_run_logger()
-    cfg = train_config(
-        data_dir=data_dir,
-        out_dir=out_dir,
-        preset=preset,
-        model_overrides=model_overrides,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        tokens_per_step=tokens_per_step,
-        learning_rate=learning_rate,
-        precision=precision,
-        eval_interval=eval_interval,
-        checkpoint_interval=checkpoint_interval,
-        resume=resume,
-        init_from=init_from,
-        seed=seed,
-    )
+    cfg = train_config(data_dir, out_dir, preset, model_overrides, init_from, **settings)
     checked = validate(cfg)
     dataset, out = checked.dataset, cfg.out_dir
     ingest_run = find_stage_run(experiment, "ingest", dataset.digest)
@@ -206,55 +192,6 @@ def train_flow(
     return summary
 
 
-def train_config(
-    data_dir: str,
-    out_dir: str | None,
-    preset: str = "tiny",
-    model_overrides: dict[str, Any] | None = None,
-    max_steps: int = 200,
-    batch_size: int = 8,
-    grad_accum: int = 1,
-    tokens_per_step: int | None = None,
-    learning_rate: float = 1e-3,
-    precision: str = "auto",
-    eval_interval: int = 50,
-    checkpoint_interval: int = 100,
-    resume: bool = False,
-    init_from: str | None = None,
-    seed: int = 1337,
-    **tracking: str,
-) -> TrainConfig:
-    """The validated TrainConfig for flow/CLI settings (`tracking` settings are not its business).
-
-    Warmup, log cadence and the learning-rate floor follow from the other settings.
-    """
-    if out_dir is None and (resume or "RANK" in os.environ):
-        raise ConfigError("out_dir", "resume and torchrun need an explicit out_dir")
-    dataset = Dataset.open(Path(data_dir))
-    model = model_preset(preset, **(model_overrides or {}))
-    if tokens_per_step is not None:
-        processes = int(os.environ.get("WORLD_SIZE", "1"))
-        grad_accum = grad_accum_for(tokens_per_step, batch_size, model.block_size, processes)
-    return TrainConfig(
-        data_dir=Path(data_dir),
-        out_dir=Path(out_dir) if out_dir else _new_out_dir(dataset.digest),
-        model=model,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        learning_rate=learning_rate,
-        min_lr=learning_rate / 10,
-        warmup_steps=min(100, max_steps // 10),
-        precision=precision,
-        eval_interval=eval_interval,
-        log_interval=max(1, min(10, eval_interval, max_steps // 20)),
-        checkpoint_interval=checkpoint_interval,
-        resume=resume,
-        init_from=Path(init_from) if init_from else None,
-        seed=seed,
-    )
-
-
 def registered_version(run_id: str, name: str, steps: int) -> str | None:
     """The version this run already registered at exactly `steps` (a resume of a finished
     run whose tracking was cut short registers nothing twice)."""
@@ -298,11 +235,6 @@ def replay_history(run_id: str, checkpoint_dir: Path) -> None:
             sender.send(entry["step"], {k: v for k, v in entry.items() if k != "step"})
     if sender.close(timeout=SEND_TIMEOUT_S):
         raise TrackingUnavailable(f"MLflow is not answering ({sender.last_error})")
-
-
-def _new_out_dir(digest: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return gptforge_home() / "checkpoints" / f"{stamp}-{digest[:8]}"
 
 
 def _summary_markdown(summary: dict[str, Any], link: str) -> str:

@@ -212,7 +212,7 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks, stop: StopReque
                 "precision": precision,
                 "processes": world.size,
                 "parameters": model.num_params(),
-                "tokens_per_step": cfg.tokens_per_step(world.size),
+                "tokens_per_step": cfg.tokens_per_step_for(world.size),
                 "dataset_digest": setup.dataset.digest,
                 "start_step": step,
                 "peak_flops": flops_peak or 0.0,
@@ -240,7 +240,7 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks, stop: StopReque
         evaluate = step % cfg.eval_interval == 0 or final
         if step % cfg.log_interval == 0 or evaluate:
             elapsed = time.perf_counter() - window_start
-            tokens_per_s = window_steps * cfg.tokens_per_step(world.size) / elapsed
+            tokens_per_s = window_steps * cfg.tokens_per_step_for(world.size) / elapsed
             metrics = {
                 "train_loss": mean_across(window_loss / window_steps, world, device),
                 "lr": lr_at(step - 1, cfg),

@@ -1,86 +1,109 @@
-"""Training settings: one frozen dataclass, checked before any compute."""
+"""Training settings: one frozen dataclass, each field with its default, range and a one-line
+description, checked once on construction, before any compute.
+
+Derived values (warmup, the learning-rate floor, the log cadence, accumulation from a
+tokens-per-step target) are decided here too, so a notebook calling
+`train(TrainConfig(...))` trains exactly as `gptforge train` does with the same settings.
+The CLI builds its `train` options from these fields (`flows/settings_cli.py`). No torch
+here: the CLI reads defaults and refuses bad values before anything heavy is imported.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from model.config import GPTConfig, preset
-from model.precision import PRECISIONS
 from pipeline.config import ConfigError
 
-DEVICES = ("auto", "cpu", "cuda")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+DEVICES: tuple[str, ...] = get_args(Device)
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> Any:
+    """A field with its description and allowed range, read by validation and by the CLI."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("lt", lt), ("le", le)) if v is not None}
+    return field(default=default, metadata={"help": help, **bounds})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: data, optimisation, precision, evaluation and checkpoint cadence."""
+    """How to train: data, optimisation, precision, evaluation and checkpoint cadence.
+
+    `None` on a derived field means "decide from the others" (see `__post_init__`)."""
 
     data_dir: Path
     out_dir: Path
     model: GPTConfig = field(default_factory=lambda: preset("tiny"))
-    max_steps: int = 200
-    batch_size: int = 8
-    grad_accum: int = 1
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    precision: str = "auto"
-    device: str = "auto"
-    compile: bool = False
-    eval_interval: int = 50
-    eval_batches: int = 10
-    log_interval: int = 10
-    checkpoint_interval: int = 100
-    keep_last: int = 2
-    seed: int = 1337
-    resume: bool = False
-    init_from: Path | None = None
+    max_steps: int = setting(200, "optimizer steps to train to", ge=1)
+    batch_size: int = setting(8, "sequences per micro-batch, each block_size tokens", ge=1)
+    grad_accum: int = setting(1, "micro-batches accumulated per optimizer step", ge=1)
+    tokens_per_step: int | None = setting(
+        None, "target tokens per optimizer step (all processes); sets grad_accum", ge=1
+    )
+    learning_rate: float = setting(1e-3, "peak learning rate after warmup", gt=0, le=1)
+    min_lr: float | None = setting(
+        None, "floor of the cosine decay; unset: learning_rate / 10", ge=0
+    )
+    warmup_steps: int | None = setting(
+        None, "linear warmup steps; unset: max_steps / 10, at most 100", ge=0
+    )
+    weight_decay: float = setting(0.1, "AdamW weight decay on matrices", ge=0)
+    beta1: float = setting(0.9, "AdamW beta1", ge=0, lt=1)
+    beta2: float = setting(0.95, "AdamW beta2", ge=0, lt=1)
+    grad_clip: float = setting(1.0, "clip the gradient norm to this (0 = off)", ge=0)
+    precision: Precision = setting("auto", "auto, fp32, bf16 or fp16 (fp16: CUDA only)")
+    device: Device = setting("auto", "auto (CUDA when there is one), cpu or cuda")
+    compile: bool = setting(False, "torch.compile the model")
+    eval_interval: int = setting(50, "steps between validation-loss evaluations", ge=1)
+    eval_batches: int = setting(10, "validation batches per evaluation", ge=1)
+    log_interval: int | None = setting(
+        None, "steps between logged metrics; unset: from eval_interval and max_steps", ge=1
+    )
+    checkpoint_interval: int = setting(100, "steps between checkpoints (and one at the end)", ge=1)
+    keep_last: int = setting(2, "checkpoints kept in out_dir", ge=1)
+    seed: int = setting(1337, "decides the initial weights and every batch", ge=0, le=2**63 - 1)
+    resume: bool = setting(False, "continue the run in out_dir where its last checkpoint stopped")
+    init_from: Path | None = setting(None, "start from these weights with a fresh optimizer")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         if self.init_from is not None:
             object.__setattr__(self, "init_from", Path(self.init_from))
-        for name in (
-            "max_steps",
-            "batch_size",
-            "grad_accum",
-            "eval_interval",
-            "eval_batches",
-            "log_interval",
-            "checkpoint_interval",
-            "keep_last",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
-        if self.warmup_steps < 0:
-            raise ConfigError("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        if not 0 < self.learning_rate <= 1:
-            raise ConfigError("learning_rate", f"must be in (0, 1], got {self.learning_rate}")
-        if not 0 <= self.min_lr <= self.learning_rate:
-            raise ConfigError("min_lr", f"must be in [0, learning_rate], got {self.min_lr}")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(name, f"must be in [0, 1), got {getattr(self, name)}")
-        if self.weight_decay < 0:
-            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
-        if self.grad_clip < 0:
-            raise ConfigError("grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError("precision", f"{self.precision!r} is not one of {PRECISIONS}")
-        if self.device not in DEVICES:
-            raise ConfigError("device", f"{self.device!r} is not one of {DEVICES}")
+        check_fields(self)
+        derived = {
+            "min_lr": self.learning_rate / 10,
+            "warmup_steps": min(100, self.max_steps // 10),
+            "log_interval": max(1, min(10, self.eval_interval, self.max_steps // 20)),
+        }
+        for name, value in derived.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.tokens_per_step is not None:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            accum = grad_accum_for(
+                self.tokens_per_step, self.batch_size, self.model.block_size, world
+            )
+            object.__setattr__(self, "grad_accum", accum)
+        if not self.min_lr <= self.learning_rate:
+            raise ConfigError("min_lr", f"must be <= learning_rate, got {self.min_lr}")
         if self.resume and self.init_from is not None:
             raise ConfigError("init_from", "resume continues a run; init_from starts a new one")
 
-    def tokens_per_step(self, world_size: int = 1) -> int:
+    def tokens_per_step_for(self, world_size: int = 1) -> int:
         return self.batch_size * self.grad_accum * self.model.block_size * world_size
 
     def to_params(self) -> dict[str, Any]:
@@ -88,6 +111,57 @@ class TrainConfig:
         params = {k: v for k, v in asdict(self).items() if k != "model"}
         params |= {f"model.{k}": v for k, v in self.model.to_json().items()}
         return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
+
+
+def check_fields(config: object) -> None:
+    """Types, choices and the declared ranges of every `setting` field, named on failure."""
+    for f in fields(config):  # type: ignore[arg-type]
+        if "help" not in f.metadata:
+            continue
+        value = getattr(config, f.name)
+        if value is None and f.default is None:
+            continue
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        choices = {"Precision": PRECISIONS, "Device": DEVICES}.get(kind)
+        if choices is not None:
+            if value not in choices:
+                raise ConfigError(f.name, f"{value!r} is not one of {', '.join(choices)}")
+            continue
+        if kind.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ConfigError(f.name, f"must be true or false, got {value!r}")
+            continue
+        if kind.startswith("int") and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f.name, f"must be an integer, got {value!r}")
+        if kind.startswith("float") and (
+            not isinstance(value, int | float) or isinstance(value, bool)
+        ):
+            raise ConfigError(f.name, f"must be a number, got {value!r}")
+        if isinstance(value, int | float) and (problem := out_of_range(value, f.metadata)):
+            raise ConfigError(f.name, f"must be {problem}, got {value!r}")
+
+
+def out_of_range(value: float, bounds: Any) -> str | None:
+    """The first declared bound `value` breaks, as words ('>= 1'), or None."""
+    tests = {
+        "ge": (">=", lambda b: value >= b),
+        "gt": (">", lambda b: value > b),
+        "le": ("<=", lambda b: value <= b),
+        "lt": ("<", lambda b: value < b),
+    }
+    for key, (word, ok) in tests.items():
+        if key in bounds and not ok(bounds[key]):
+            return f"{word} {bounds[key]:g}"
+    return None
+
+
+def defaults() -> dict[str, Any]:
+    """Every documented setting's default, by name: what the CLI and the flow show."""
+    return {
+        f.name: f.default
+        for f in fields(TrainConfig)
+        if "help" in f.metadata and f.default is not MISSING
+    }
 
 
 def grad_accum_for(tokens_per_step: int, batch_size: int, block_size: int, world: int) -> int:

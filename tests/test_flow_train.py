@@ -14,7 +14,8 @@ from flows.cli import main, parse_overrides
 from flows.home import mlflow_uri
 from flows.models import resolve_model
 from flows.tracking import DIGEST_TAG, STAGE_TAG
-from flows.train import INGEST_RUN_TAG, MODEL_VERSION_TAG, train_config, train_flow
+from flows.train import INGEST_RUN_TAG, MODEL_VERSION_TAG, train_flow
+from flows.train_settings import train_config
 from model.checkpoint import load_model
 from pipeline.config import ConfigError
 from pipeline.manifest import load_manifest
@@ -102,7 +103,7 @@ def test_cli_train_rejects_bad_settings_with_exit_code_2(
 def test_a_tokens_per_step_target_sets_the_accumulation(token_data: Path, tmp_path: Path) -> None:
     settings = dict(data_dir=str(token_data), out_dir=str(tmp_path), model_overrides=MICRO)
     cfg = train_config(**settings, batch_size=4, tokens_per_step=4 * 32 * 3)
-    assert cfg.grad_accum == 3 and cfg.tokens_per_step(1) == 384
+    assert cfg.grad_accum == 3 and cfg.tokens_per_step_for(1) == 384
     with pytest.raises(ConfigError, match="multiple of batch_size x block_size") as err:
         train_config(**settings, batch_size=4, tokens_per_step=100)
     assert err.value.field == "tokens_per_step"

@@ -1,6 +1,6 @@
-"""Each sampling setting is defined once, in `model.sampling_config.SamplingConfig`: the CLI,
-the `generate` flow's parameters (the Prefect UI form) and the registered model's parameter
-schema all show the same default, field by field."""
+"""Each setting is defined once: sampling in `model.sampling_config.SamplingConfig`, training in
+`model.train_config.TrainConfig`. The CLI, the flows' parameters (the Prefect UI form) and the
+registered model's parameter schema all show the same default, field by field."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 from flows.cli import build_parser
 from flows.generate import generate_flow
 from flows.models import model_signature
+from flows.settings_cli import documented
 from model.sampling_config import SamplingConfig
+from model.train_config import TrainConfig
 
 LIBRARY = SamplingConfig()
 CLI = vars(build_parser().parse_args(["generate", "--model", "m", "--prompts", "p.txt"]))
@@ -52,3 +54,44 @@ def test_gptforge_version() -> None:
         main(["--version"])
     assert exit_info.value.code == 0
     assert version("gptforge")
+
+
+TRAIN_CLI = vars(build_parser().parse_args(["train", "--data", "d"]))
+
+
+@pytest.mark.parametrize("name", documented(TrainConfig))
+def test_every_training_default_is_the_same_in_the_cli_the_flow_and_the_library(
+    name: str,
+) -> None:
+    from flows.train import train_flow
+
+    library = next(f.default for f in fields(TrainConfig) if f.name == name)
+    flow = inspect.signature(train_flow.fn).parameters[name].default
+    assert TRAIN_CLI[name] == flow == library
+
+
+def test_derived_training_settings_are_decided_by_the_library(tmp_path) -> None:
+    """A notebook's TrainConfig trains as the CLI does: warmup, floor and log cadence."""
+    cfg = TrainConfig(data_dir=tmp_path, out_dir=tmp_path, max_steps=300, learning_rate=6e-4)
+    assert (cfg.warmup_steps, cfg.min_lr, cfg.log_interval) == (30, pytest.approx(6e-5), 10)
+    explicit = TrainConfig(data_dir=tmp_path, out_dir=tmp_path, warmup_steps=0, min_lr=0.0)
+    assert (explicit.warmup_steps, explicit.min_lr) == (0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--max-steps", "0", "max_steps: must be >= 1"),
+        ("--beta2", "1", "beta2: must be < 1"),
+        ("--learning-rate", "2", "learning_rate: must be <= 1"),
+        ("--seed", "-1", "seed: must be >= 0"),
+    ],
+)
+def test_a_training_setting_out_of_range_is_refused_with_its_name(
+    option: str, value: str, message: str, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+
+    assert main(["train", "--data", str(tmp_path), option, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

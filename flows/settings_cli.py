@@ -1,0 +1,40 @@
+"""CLI options derived from a settings dataclass: one `--kebab-name` per field that carries a
+description (`model.train_config.setting`), with its type, choices, default and range taken
+from the field, so nothing about a setting is written twice."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, Field, fields
+from typing import Any, get_args
+
+from model import train_config
+
+RANGE_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+CHOICES = {"Precision": train_config.Precision, "Device": train_config.Device}
+
+
+def documented(settings: type) -> list[str]:
+    """The fields of `settings` that are user settings (they carry a description)."""
+    return [f.name for f in fields(settings) if "help" in f.metadata]
+
+
+def add_settings(parser: argparse.ArgumentParser, settings: type, skip: set[str]) -> None:
+    """Add an option per documented field of `settings` not in `skip`."""
+    for f in fields(settings):
+        if "help" in f.metadata and f.name not in skip:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", **_option(f))
+
+
+def _option(f: Field) -> dict[str, Any]:
+    kind = str(f.type).split(" | ")[0]
+    default = f.default if f.default is not MISSING else None
+    bounds = [f"{word} {f.metadata[k]}" for k, word in RANGE_WORDS.items() if k in f.metadata]
+    facts = ([] if default is None else [f"default: {default}"]) + bounds
+    text = f"{f.metadata['help']}" + (f" ({'; '.join(facts)})" if facts else "")
+    if kind == "bool":
+        return {"action": argparse.BooleanOptionalAction, "default": default, "help": text}
+    if kind in CHOICES:
+        return {"choices": get_args(CHOICES[kind]), "default": default, "help": text}
+    types = {"int": int, "float": float, "Path": str}
+    return {"type": types[kind], "default": default, "help": text, "metavar": f.name.upper()}
