@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from discovery_views import pruned, skipped, to_read
 from trees import write_tree
 
 from pipeline.config import IngestConfig
@@ -16,18 +17,6 @@ from pipeline.ingest import ingest
 
 def run(root: Path, **settings) -> Discovery:
     return discover(IngestConfig(sources=(root,), out=root.parent / "out", workers=1, **settings))
-
-
-def to_read(found: Discovery) -> list[str]:
-    return [f.relpath for f in found.files if not f.skip_reason and not f.error_reason]
-
-
-def skipped(found: Discovery) -> dict[str, str]:
-    return {f.relpath: f.skip_reason for f in found.files if f.skip_reason}
-
-
-def pruned(found: Discovery, root: Path) -> dict[str, str]:
-    return {Path(p["path"]).relative_to(root).as_posix(): p["reason"] for p in found.pruned}
 
 
 @pytest.fixture

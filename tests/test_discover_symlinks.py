@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from discovery_views import pruned, skipped, to_read
 from trees import write_tree
 
 from pipeline.config import ConfigError, IngestConfig
@@ -19,18 +20,6 @@ from pipeline.tokenizer import decode
 def run(*sources: Path, **settings) -> Discovery:
     out = sources[0].parent / "out"
     return discover(IngestConfig(sources=sources, out=out, workers=1, **settings))
-
-
-def to_read(found: Discovery) -> list[str]:
-    return [f.relpath for f in found.files if not f.skip_reason and not f.error_reason]
-
-
-def skipped(found: Discovery) -> dict[str, str]:
-    return {f.relpath: f.skip_reason for f in found.files if f.skip_reason}
-
-
-def pruned(found: Discovery, root: Path) -> dict[str, str]:
-    return {Path(p["path"]).relative_to(root).as_posix(): p["reason"] for p in found.pruned}
 
 
 @pytest.fixture
@@ -105,9 +94,7 @@ def test_link_cycles_end_the_walk_and_are_listed(root: Path):
     for follow in ("inside", "all"):
         found = run(root, follow_symlinks=follow)
         assert to_read(found) == ["doc.md", "x/a.md", "x/to-y/b.md"]
-        assert set(pruned(found, root).values()) == {
-            "already walked (symlink loop or second link)"
-        }
+        assert set(pruned(found, root).values()) == {"already walked (symlink loop or second link)"}
         assert set(pruned(found, root)) == {"x/to-y/to-x", "x/to-y/up", "y"}
 
 

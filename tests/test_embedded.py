@@ -70,6 +70,16 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
     return proc.returncode, out
 
 
+def own_children(proc: subprocess.Popen, home: Path) -> set[int]:
+    """The command's descendants, less the shared server it started (which outlives it)."""
+    servers_ = {info["pid"] for info in servers.read_state(home).values()}
+    return {
+        p.pid
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if os.getpgid(p.pid) not in servers_
+    }
+
+
 def group_gone(pgid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while servers.group_members(pgid):
@@ -181,14 +191,7 @@ def test_sigterm_stops_training_at_a_checkpoint_and_resume_ends_where_a_straight
         assert trainer.poll() is None, trainer.communicate()[0]
         time.sleep(0.2)
     time.sleep(1)
-    embedded = {
-        info["pid"] for info in servers.read_state(Path(user_env["GPTFORGE_HOME"])).values()
-    }
-    children = {
-        p.pid
-        for p in psutil.Process(trainer.pid).children(recursive=True)
-        if os.getpgid(p.pid) not in embedded  # the shared server outlives the command
-    }
+    children = own_children(trainer, Path(user_env["GPTFORGE_HOME"]))
     trainer.send_signal(signal.SIGTERM)
     code, output = finish(trainer, timeout=60)
 
@@ -232,14 +235,7 @@ def test_ctrl_c_during_ingest_leaves_no_process_and_a_rerun_finishes_the_same_da
     while not (index.exists() and index.read_bytes().count(b"\n") >= 1):
         assert ingest.poll() is None, "ingest ended before it could be interrupted"
         time.sleep(0.1)
-    embedded = {
-        info["pid"] for info in servers.read_state(Path(user_env["GPTFORGE_HOME"])).values()
-    }
-    children = {
-        p.pid
-        for p in psutil.Process(ingest.pid).children(recursive=True)
-        if os.getpgid(p.pid) not in embedded
-    }
+    children = own_children(ingest, Path(user_env["GPTFORGE_HOME"]))
     assert children, "extraction processes are running"
     ingest.send_signal(signal.SIGINT)
     code, output = finish(ingest, timeout=60)
