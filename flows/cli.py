@@ -259,6 +259,20 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from flows.home import apply_quiet_env
 
     apply_quiet_env()
+    from flows.train_settings import train_config
+
+    # Training and generation settings are checked now, not after ingest, and whatever the
+    # data turns out to be (unchanged data skips training, which must not hide a bad value).
+    train_config(
+        args.data or ".",
+        out_dir=".",
+        preset=args.preset,
+        model_overrides=parse_overrides(args.set),
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        precision=args.precision,
+    )
+    SamplingConfig(max_new_tokens=args.max_new_tokens)
     from flows.full_pipeline import pipeline_flow
 
     with orchestrator(), ProgressBar(unit="item") as bar:

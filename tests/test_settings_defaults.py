@@ -95,3 +95,24 @@ def test_a_training_setting_out_of_range_is_refused_with_its_name(
     assert main(["train", "--data", str(tmp_path), option, value]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--precision", "fp64"], "precision: 'fp64' is not one of"),
+        (["--preset", "huge"], "preset: unknown preset 'huge'"),
+        (["--max-steps", "-5"], "max_steps: must be >= 1"),
+        (["--max-new-tokens", "0"], "max_new_tokens: must be an integer >= 1"),
+    ],
+)
+def test_run_checks_training_and_generation_settings_before_it_ingests(
+    args: list[str], message: str, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Today's data may be unchanged (training skipped): a bad value must still be refused."""
+    from flows.cli import main
+
+    assert main(["run", str(tmp_path), "--data", str(tmp_path / "data"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "data").exists(), "nothing was ingested"
