@@ -15,11 +15,12 @@ from flows.metric_sender import TrackingUnavailable
 from flows.progress import ProgressBar, set_progress_sink
 from flows.servers import ServerError, use_running_servers
 from flows.servers import add_commands as add_server_commands
-from flows.settings_cli import add_settings, documented
+from flows.settings_cli import add_settings
 from model.interrupt import Terminated, TrainingInterrupted, raise_on_sigterm
 from model.sampling_config import SamplingConfig
 from model.train_config import TrainConfig
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, IngestConfig
+from pipeline.settings import documented
 
 SAMPLING_DEFAULTS = SamplingConfig()
 TRAIN_SETTINGS = [name for name in documented(TrainConfig) if name != "init_from"]
@@ -43,12 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="documents -> GPT-2 token shards + manifest")
     ingest.add_argument("sources", nargs="+", help="files or directories to read")
     ingest.add_argument("--out", required=True, help="dataset directory to write")
-    ingest.add_argument("--val-fraction", type=float, default=0.05)
-    ingest.add_argument("--ocr-lang", default="eng", help="tesseract languages, e.g. eng+deu")
-    ingest.add_argument("--workers", type=int, default=None, help="default: every core")
+    add_settings(ingest, IngestConfig, skip=set())
     ingest.add_argument("--include", action="append", default=[], metavar="GLOB")
     ingest.add_argument("--exclude", action="append", default=[], metavar="GLOB")
-    ingest.add_argument("--include-hidden", action="store_true")
     ingest.add_argument("--pdf-password", action="append", default=[], metavar="PASSWORD")
     ingest.add_argument("--batch-files", type=int, default=64)
     ingest.add_argument("--experiment", default="gptforge", help="MLflow experiment")
@@ -185,28 +183,23 @@ def run_ingest(args: argparse.Namespace) -> int:
     from flows.home import apply_quiet_env
 
     apply_quiet_env()
-    from flows.ingest import ingest_config, ingest_flow
+    settings = {name: getattr(args, name) for name in documented(IngestConfig)}
+    lists = {"include": args.include, "exclude": args.exclude}
+    cfg = IngestConfig(args.sources, args.out, pdf_passwords=args.pdf_password, **lists, **settings)
+    if args.batch_files < 1:
+        raise ConfigError("batch_files", f"must be >= 1, got {args.batch_files}")
+    from flows.ingest import ingest_flow
     from flows.summary import summary_lines
     from pipeline.manifest import load_manifest
     from pipeline.ocr import check_languages
 
-    settings = {
-        "sources": args.sources,
-        "out": args.out,
-        "val_fraction": args.val_fraction,
-        "ocr_lang": args.ocr_lang,
-        "workers": args.workers,
-        "include": args.include,
-        "exclude": args.exclude,
-        "include_hidden": args.include_hidden,
-    }
-    cfg = ingest_config(**settings, pdf_passwords=args.pdf_password)
     check_languages(cfg.ocr_lang)
-    if args.batch_files < 1:
-        raise ConfigError("batch_files", f"must be >= 1, got {args.batch_files}")
     with orchestrator(), ProgressBar() as bar:
         set_progress_sink(bar.update)
         result = ingest_flow(
+            sources=args.sources,
+            out=args.out,
+            **lists,
             **settings,
             pdf_passwords=args.pdf_password,
             batch_files=args.batch_files,
@@ -321,7 +314,9 @@ def print_places() -> None:
         print(f"MLflow UI: {uri}")
     else:
         print(f"MLflow store: {uri}  (browse: mlflow ui --backend-store-uri {uri})")
-    api = os.environ.get("PREFECT_API_URL")
+    from flows.servers import active_urls
+
+    api = os.environ.get("PREFECT_API_URL") or active_urls().get("PREFECT_API_URL")
     if api:
         print(f"Prefect UI: {api.removesuffix('/api')}")
     print(f"gptforge home: {gptforge_home()}")

@@ -17,14 +17,16 @@ from pydantic import SecretStr
 from flows.progress import report
 from flows.summary import summary_markdown
 from flows.tracking import DEFAULT_EXPERIMENT, log_dataset, stage_run
-from pipeline.config import IngestConfig
+from pipeline.config import ConfigError, FollowSymlinks, IngestConfig
 from pipeline.ingest import Plan, apply_results, assemble, extract, locked, open_pool, plan
 from pipeline.jobs import ExtractJob
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.ocr import check_languages
+from pipeline.settings import defaults
 from pipeline.workers import WorkerPool
 
 DEFAULT_BATCH_FILES = 64
+D = defaults(IngestConfig)  # every ingestion default comes from pipeline/config.py
 
 
 @task(name="plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -79,44 +81,47 @@ def record_ingest(cfg: IngestConfig, manifest: dict[str, Any], experiment: str) 
 def ingest_flow(
     sources: list[str],
     out: str,
-    val_fraction: float = 0.05,
-    ocr_lang: str = "eng",
-    workers: int | None = None,
+    val_fraction: float = D["val_fraction"],
+    ocr_lang: str = D["ocr_lang"],
+    ocr_dpi: int = D["ocr_dpi"],
+    ocr_timeout_s: float = D["ocr_timeout_s"],
+    file_timeout_s: float = D["file_timeout_s"],
+    workers: int | None = D["workers"],
     include: list[str] | None = None,
     exclude: list[str] | None = None,
-    include_hidden: bool = False,
+    default_excludes: bool = D["default_excludes"],
+    include_hidden: bool = D["include_hidden"],
+    ignore_files: bool = D["ignore_files"],
+    follow_symlinks: FollowSymlinks = D["follow_symlinks"],
     pdf_passwords: list[SecretStr] | None = None,
+    max_file_mb: float = D["max_file_mb"],
+    max_image_pixels: int = D["max_image_pixels"],
+    shard_tokens: int = D["shard_tokens"],
     batch_files: int = DEFAULT_BATCH_FILES,
     experiment: str = DEFAULT_EXPERIMENT,
 ) -> dict[str, Any]:
     """Turn folders of documents into GPT-2 token shards and a manifest.
 
+    Every ingestion setting is a field of `pipeline.config.IngestConfig`, which holds its
+    default, range and description (`gptforge ingest --help` lists them).
+
     Args:
         sources: files or directories to read (recursively).
         out: dataset directory: shards/, manifest.json and the extraction cache.
-        val_fraction: share of documents (chosen by content hash) held out for validation.
-        ocr_lang: tesseract language(s), e.g. "eng" or "eng+deu".
-        workers: extraction processes (default: every core).
         include: globs a file must match to be read (default: everything).
-        exclude: extra globs to leave out, on top of .git, virtualenvs and build output.
-        include_hidden: also read dot-files and dot-directories.
+        exclude: extra globs to leave out, on top of VCS and tool-cache directories.
         pdf_passwords: passwords to try on encrypted PDFs.
         batch_files: files per extraction task.
         experiment: MLflow experiment.
     """
-    cfg = ingest_config(
-        sources=sources,
-        out=out,
-        val_fraction=val_fraction,
-        ocr_lang=ocr_lang,
-        workers=workers,
-        include=include,
-        exclude=exclude,
-        include_hidden=include_hidden,
-        pdf_passwords=[p.get_secret_value() for p in pdf_passwords or []],
-    )
+    settings = {k: v for k, v in locals().items() if k in D}
+    secrets = [p.get_secret_value() for p in pdf_passwords or []]
+    cfg = IngestConfig(
+        sources=sources, out=out, include=include or (), exclude=exclude or (),
+        pdf_passwords=secrets, **settings,
+    )  # fmt: skip
     if batch_files < 1:
-        raise ValueError(f"batch_files: must be >= 1, got {batch_files}")
+        raise ConfigError("batch_files", f"must be >= 1, got {batch_files}")
     logger = get_run_logger()
     check_languages(cfg.ocr_lang)
     with locked(cfg.out):
@@ -144,16 +149,6 @@ def ingest_flow(
         "counts": manifest["counts"],
         "tokens": {split: info["tokens"] for split, info in manifest["splits"].items()},
     }
-
-
-def ingest_config(**settings: Any) -> IngestConfig:
-    """Build the validated config from flow/CLI settings, dropping unset optional ones."""
-    settings["sources"] = tuple(settings["sources"])
-    for name in ("include", "exclude", "pdf_passwords"):
-        settings[name] = tuple(settings.get(name) or ())
-    if settings.get("workers") is None:
-        settings.pop("workers", None)
-    return IngestConfig(**settings)
 
 
 def _extract_all(work: Plan, cfg: IngestConfig, batch_files: int) -> None:

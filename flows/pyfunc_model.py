@@ -16,9 +16,10 @@ class GPTForgeModel(PythonModel):
 
         self.model = load_model(context.artifacts["checkpoint"])
 
-    def predict(
-        self, context: PythonModelContext, model_input: list[str], params: dict | None = None
-    ) -> list[str]:
+    # No type hints on the inputs: MLflow would infer a signature from them and drop the
+    # explicit one (flows/models.py: model_signature), whose parameters carry the defaults.
+    def predict(self, context: PythonModelContext, model_input, params=None):  # noqa: ANN001
+
         from model.generate import generate
         from model.sampling_config import SamplingConfig
         from pipeline.tokenizer import decode, encode

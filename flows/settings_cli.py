@@ -1,22 +1,14 @@
 """CLI options derived from a settings dataclass: one `--kebab-name` per field that carries a
-description (`model.train_config.setting`), with its type, choices, default and range taken
+description (`pipeline.settings.setting`), with its type, choices, default and range taken
 from the field, so nothing about a setting is written twice."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import MISSING, Field, fields
-from typing import Any, get_args
-
-from model import train_config
+from typing import Any
 
 RANGE_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-CHOICES = {"Precision": train_config.Precision, "Device": train_config.Device}
-
-
-def documented(settings: type) -> list[str]:
-    """The fields of `settings` that are user settings (they carry a description)."""
-    return [f.name for f in fields(settings) if "help" in f.metadata]
 
 
 def add_settings(parser: argparse.ArgumentParser, settings: type, skip: set[str]) -> None:
@@ -34,7 +26,7 @@ def _option(f: Field) -> dict[str, Any]:
     text = f"{f.metadata['help']}" + (f" ({'; '.join(facts)})" if facts else "")
     if kind == "bool":
         return {"action": argparse.BooleanOptionalAction, "default": default, "help": text}
-    if kind in CHOICES:
-        return {"choices": get_args(CHOICES[kind]), "default": default, "help": text}
-    types = {"int": int, "float": float, "Path": str}
+    if "choices" in f.metadata:
+        return {"choices": f.metadata["choices"], "default": default, "help": text}
+    types = {"int": int, "float": float, "str": str, "Path": str}
     return {"type": types[kind], "default": default, "help": text, "metavar": f.name.upper()}

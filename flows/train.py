@@ -27,14 +27,15 @@ from flows.tracking import (
 from flows.train_settings import train_config
 from model.checkpoint import CONFIG, TRAINER_STATE, read_trainer_state
 from model.train import Callbacks, TrainResult, train, validate
-from model.train_config import Device, Precision, TrainConfig, defaults
+from model.train_config import Device, Precision, TrainConfig
+from pipeline.settings import defaults
 
 INGEST_RUN_TAG = "gptforge.ingest_run_id"
 RUN_FILE = "mlflow_run.json"
 SEND_TIMEOUT_S = 60.0
 MODEL_VERSION_TAG = "gptforge.model_version"
 STEPS_TAG = "gptforge.registered_at_step"
-D = defaults()  # every training default comes from model/train_config.py
+D = defaults(TrainConfig)  # every training default comes from model/train_config.py
 
 
 class MlflowCallbacks(Callbacks):

@@ -11,31 +11,17 @@ here: the CLI reads defaults and refuses bad values before anything heavy is imp
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from model.config import GPTConfig, preset
-from pipeline.config import ConfigError
+from pipeline.settings import ConfigError, check_fields, setting
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 DEVICES: tuple[str, ...] = get_args(Device)
-
-
-def setting(
-    default: Any,
-    help: str,
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    lt: float | None = None,
-    le: float | None = None,
-) -> Any:
-    """A field with its description and allowed range, read by validation and by the CLI."""
-    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("lt", lt), ("le", le)) if v is not None}
-    return field(default=default, metadata={"help": help, **bounds})
 
 
 @dataclass(frozen=True)
@@ -64,8 +50,10 @@ class TrainConfig:
     beta1: float = setting(0.9, "AdamW beta1", ge=0, lt=1)
     beta2: float = setting(0.95, "AdamW beta2", ge=0, lt=1)
     grad_clip: float = setting(1.0, "clip the gradient norm to this (0 = off)", ge=0)
-    precision: Precision = setting("auto", "auto, fp32, bf16 or fp16 (fp16: CUDA only)")
-    device: Device = setting("auto", "auto (CUDA when there is one), cpu or cuda")
+    precision: Precision = setting(
+        "auto", "auto, fp32, bf16 or fp16 (fp16: CUDA only)", choices=PRECISIONS
+    )
+    device: Device = setting("auto", "auto (CUDA when there is one), cpu or cuda", choices=DEVICES)
     compile: bool = setting(False, "torch.compile the model")
     eval_interval: int = setting(50, "steps between validation-loss evaluations", ge=1)
     eval_batches: int = setting(10, "validation batches per evaluation", ge=1)
@@ -111,57 +99,6 @@ class TrainConfig:
         params = {k: v for k, v in asdict(self).items() if k != "model"}
         params |= {f"model.{k}": v for k, v in self.model.to_json().items()}
         return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
-
-
-def check_fields(config: object) -> None:
-    """Types, choices and the declared ranges of every `setting` field, named on failure."""
-    for f in fields(config):  # type: ignore[arg-type]
-        if "help" not in f.metadata:
-            continue
-        value = getattr(config, f.name)
-        if value is None and f.default is None:
-            continue
-        kind = f.type if isinstance(f.type, str) else f.type.__name__
-        choices = {"Precision": PRECISIONS, "Device": DEVICES}.get(kind)
-        if choices is not None:
-            if value not in choices:
-                raise ConfigError(f.name, f"{value!r} is not one of {', '.join(choices)}")
-            continue
-        if kind.startswith("bool"):
-            if not isinstance(value, bool):
-                raise ConfigError(f.name, f"must be true or false, got {value!r}")
-            continue
-        if kind.startswith("int") and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ConfigError(f.name, f"must be an integer, got {value!r}")
-        if kind.startswith("float") and (
-            not isinstance(value, int | float) or isinstance(value, bool)
-        ):
-            raise ConfigError(f.name, f"must be a number, got {value!r}")
-        if isinstance(value, int | float) and (problem := out_of_range(value, f.metadata)):
-            raise ConfigError(f.name, f"must be {problem}, got {value!r}")
-
-
-def out_of_range(value: float, bounds: Any) -> str | None:
-    """The first declared bound `value` breaks, as words ('>= 1'), or None."""
-    tests = {
-        "ge": (">=", lambda b: value >= b),
-        "gt": (">", lambda b: value > b),
-        "le": ("<=", lambda b: value <= b),
-        "lt": ("<", lambda b: value < b),
-    }
-    for key, (word, ok) in tests.items():
-        if key in bounds and not ok(bounds[key]):
-            return f"{word} {bounds[key]:g}"
-    return None
-
-
-def defaults() -> dict[str, Any]:
-    """Every documented setting's default, by name: what the CLI and the flow show."""
-    return {
-        f.name: f.default
-        for f in fields(TrainConfig)
-        if "help" in f.metadata and f.default is not MISSING
-    }
 
 
 def grad_accum_for(tokens_per_step: int, batch_size: int, block_size: int, world: int) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from pipeline.settings import ConfigError, check_fields, setting
 from pipeline.workers import default_workers
 
 # Version control and tool caches only. Not `build`, `dist`, `target` or `venv`: real source
@@ -28,37 +29,38 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
 FollowSymlinks = Literal["inside", "all"]
 
 
-class ConfigError(ValueError):
-    """A setting is out of its allowed range; the message names the field."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-
-
 @dataclass(frozen=True)
 class IngestConfig:
     """Everything that decides what is read and how; the extraction-relevant part keys the cache."""
 
     sources: tuple[Path, ...]
     out: Path
-    val_fraction: float = 0.05
-    ocr_lang: str = "eng"
-    ocr_dpi: int = 300
-    ocr_timeout_s: float = 120.0
-    file_timeout_s: float = 900.0
-    workers: int = field(default_factory=default_workers)
+    val_fraction: float = setting(
+        0.05, "share of documents held out for validation, by content hash", ge=0, lt=1
+    )
+    ocr_lang: str = setting("eng", "tesseract languages, e.g. eng+deu")
+    ocr_dpi: int = setting(
+        300, "resolution scanned PDF pages are rendered at for OCR", ge=72, le=1200
+    )
+    ocr_timeout_s: float = setting(120.0, "seconds tesseract may take per page", gt=0)
+    file_timeout_s: float = setting(900.0, "seconds one file may take in all", gt=0)
+    workers: int | None = setting(None, "extraction processes; unset: every core", ge=1, le=512)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
-    default_excludes: bool = True
-    include_hidden: bool = False
-    ignore_files: bool = True
-    follow_symlinks: FollowSymlinks = "inside"
+    default_excludes: bool = setting(True, "leave out VCS and tool-cache directories")
+    include_hidden: bool = setting(False, "also read dot-files and dot-directories")
+    ignore_files: bool = setting(True, "honour .gitignore and .ignore files, as ripgrep does")
+    follow_symlinks: FollowSymlinks = setting(
+        "inside",
+        "follow links that stay inside the sources, or all (never into /proc, /sys, /dev)",
+        choices=get_args(FollowSymlinks),
+    )
     pdf_passwords: tuple[str, ...] = ()
-    max_file_mb: float = 512.0
-    max_image_pixels: int = 180_000_000
-    shard_tokens: int = 100_000_000
-    seed: int = 0
+    max_file_mb: float = setting(512.0, "files larger than this are skipped", gt=0)
+    max_image_pixels: int = setting(
+        180_000_000, "images and rendered pages larger than this are not OCR'd", ge=1_000_000
+    )
+    shard_tokens: int = setting(100_000_000, "tokens per shard file", ge=1024, le=2**31 - 1)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(Path(s).expanduser() for s in self.sources))
@@ -70,34 +72,16 @@ class IngestConfig:
             else:
                 object.__setattr__(self, name, tuple(value))
         self._validate()
+        if self.workers is None:
+            object.__setattr__(self, "workers", default_workers())
 
     def _validate(self) -> None:
+        check_fields(self)
         if not self.sources:
             raise ConfigError("sources", "give at least one file or directory")
         for src in self.sources:
             if not src.exists() and not src.is_symlink():
                 raise ConfigError("sources", f"{src} does not exist")
-        if self.follow_symlinks not in get_args(FollowSymlinks):
-            raise ConfigError(
-                "follow_symlinks", f"must be 'inside' or 'all', got {self.follow_symlinks!r}"
-            )
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError("val_fraction", f"must be in [0, 1), got {self.val_fraction}")
-        if not 1 <= self.workers <= 512:
-            raise ConfigError("workers", f"must be in [1, 512], got {self.workers}")
-        if not 72 <= self.ocr_dpi <= 1200:
-            raise ConfigError("ocr_dpi", f"must be in [72, 1200], got {self.ocr_dpi}")
-        for name in ("ocr_timeout_s", "file_timeout_s", "max_file_mb"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
-        if self.max_image_pixels < 1_000_000:
-            raise ConfigError(
-                "max_image_pixels", f"must be >= 1000000, got {self.max_image_pixels}"
-            )
-        if not 1024 <= self.shard_tokens <= 2**31 - 1:
-            raise ConfigError(
-                "shard_tokens", f"must be in [1024, 2147483647], got {self.shard_tokens}"
-            )
         if not self.ocr_lang or not all(part.isidentifier() for part in self.ocr_lang.split("+")):
             raise ConfigError(
                 "ocr_lang",

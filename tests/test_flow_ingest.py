@@ -62,7 +62,7 @@ def test_flow_writes_dataset_artifact_and_mlflow_run(prefect, docs: Path, tmp_pa
 
 
 def test_flow_rejects_bad_settings_before_reading_anything(prefect, docs: Path, tmp_path) -> None:
-    with pytest.raises(ValueError, match=r"val_fraction: must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"val_fraction: must be < 1"):
         ingest_flow(sources=[str(docs)], out=str(tmp_path / "x"), val_fraction=2.0)
     assert not (tmp_path / "x").exists()
 
@@ -78,4 +78,4 @@ def test_cli_prints_a_summary(prefect, docs: Path, tmp_path: Path, capsys) -> No
 
 def test_cli_reports_invalid_settings_by_name(docs: Path, tmp_path: Path, capsys) -> None:
     assert main(["ingest", str(docs), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
-    assert "invalid setting workers: must be in [1, 512], got 0" in capsys.readouterr().err
+    assert "invalid setting workers: must be >= 1, got 0" in capsys.readouterr().err

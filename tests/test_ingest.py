@@ -218,10 +218,10 @@ def test_one_ingest_per_output_directory_at_a_time(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("val_fraction", 1.5, r"val_fraction: must be in \[0, 1\)"),
-        ("workers", 0, r"workers: must be in \[1, 512\]"),
+        ("val_fraction", 1.5, "val_fraction: must be < 1"),
+        ("workers", 0, "workers: must be >= 1"),
         ("ocr_lang", "en g", "ocr_lang: expected tesseract codes"),
-        ("shard_tokens", 10, "shard_tokens: must be in"),
+        ("shard_tokens", 10, "shard_tokens: must be >= 1024"),
         ("file_timeout_s", 0, "file_timeout_s: must be > 0"),
     ],
 )

@@ -12,9 +12,10 @@ import pytest
 from flows.cli import build_parser
 from flows.generate import generate_flow
 from flows.models import model_signature
-from flows.settings_cli import documented
 from model.sampling_config import SamplingConfig
 from model.train_config import TrainConfig
+from pipeline.config import IngestConfig
+from pipeline.settings import documented
 
 LIBRARY = SamplingConfig()
 CLI = vars(build_parser().parse_args(["generate", "--model", "m", "--prompts", "p.txt"]))
@@ -116,3 +117,17 @@ def test_run_checks_training_and_generation_settings_before_it_ingests(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "data").exists(), "nothing was ingested"
+
+
+INGEST_CLI = vars(build_parser().parse_args(["ingest", "src", "--out", "o"]))
+
+
+@pytest.mark.parametrize("name", documented(IngestConfig))
+def test_every_ingestion_default_is_the_same_in_the_cli_the_flow_and_the_library(
+    name: str,
+) -> None:
+    from flows.ingest import ingest_flow
+
+    library = next(f.default for f in fields(IngestConfig) if f.name == name)
+    flow = inspect.signature(ingest_flow.fn).parameters[name].default
+    assert INGEST_CLI[name] == flow == library
