@@ -194,10 +194,16 @@ class WorkerPool:
                 if w.jobs and not self._may_queue(self._pending[0][0]):
                     return
                 job, future = self._pending.popleft()
+                try:
+                    w.conn.send(job)
+                except OSError:  # died since it was last seen: its job (if any) is collected
+                    self._pending.appendleft((job, future))
+                    if not w.jobs:
+                        self._respawn(w)
+                    continue
                 if not w.jobs:
                     w.deadline = time.monotonic() + self._timeout
                 w.jobs.append((job, future))
-                w.conn.send(job)
 
     def _collect(self, w: _Worker, ready: list[Any]) -> None:
         if w.conn in ready:
@@ -224,12 +230,15 @@ class WorkerPool:
     def _replace(self, w: _Worker, reason: str) -> None:
         """Kill and respawn; the running job fails with `reason`, queued ones run elsewhere."""
         (job, future), *queued = w.jobs
+        self._respawn(w)
+        self._pending.extendleft(reversed(queued))
+        future.set_result(self._on_failure(job, reason))
+
+    def _respawn(self, w: _Worker) -> None:
         w.process.kill()
         w.process.join()
         w.conn.close()
         self._workers[self._workers.index(w)] = self._spawn()
-        self._pending.extendleft(reversed(queued))
-        future.set_result(self._on_failure(job, reason))
 
 
 def default_memory_limit(workers: int) -> int:

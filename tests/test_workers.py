@@ -4,6 +4,8 @@ failing jobs, shared by several submitting threads."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
 import time
 
@@ -156,3 +158,19 @@ def test_closing_the_pool_fails_the_jobs_a_caller_still_waits_for():
     pool.close()
     caller.join(timeout=10)
     assert not caller.is_alive() and len(outcome) == 1
+
+
+def test_a_worker_that_died_while_idle_is_replaced_when_work_comes():
+    """Sending to a dead worker's pipe raised BrokenPipeError in the dispatcher thread, and
+    every caller then waited forever (also seen with a job that kills its worker while a
+    second one is being queued behind it)."""
+    with WorkerPool(pool_jobs.pid_after, 1, 30, failure) as pool:
+        [pid] = pool.map([0])
+        os.kill(pid, signal.SIGKILL)
+        while os.path.exists(f"/proc/{pid}"):  # reaped by the forkserver
+            time.sleep(0.01)
+        results: list = []
+        thread = threading.Thread(target=lambda: results.append(pool.map([0, 0])), daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+        assert results and pid not in results[0]
