@@ -193,7 +193,11 @@ def run_ingest(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_manifest
     from pipeline.ocr import check_languages
 
-    check_languages(cfg.ocr_lang)
+    if problem := check_languages(cfg.ocr_lang):
+        print(
+            f"warning: OCR is off: {problem}; images and scans will be recorded as errors",
+            file=sys.stderr,
+        )
     with orchestrator(), ProgressBar() as bar:
         set_progress_sink(bar.update)
         result = ingest_flow(

@@ -123,7 +123,8 @@ def ingest_flow(
     if batch_files < 1:
         raise ConfigError("batch_files", f"must be >= 1, got {batch_files}")
     logger = get_run_logger()
-    check_languages(cfg.ocr_lang)
+    if problem := check_languages(cfg.ocr_lang):
+        logger.warning("OCR is off: %s; images and scans will be recorded as errors", problem)
     with locked(cfg.out):
         work = plan_task(cfg)
         logger.info(

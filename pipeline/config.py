@@ -94,4 +94,4 @@ class IngestConfig:
 
     def extraction_key(self) -> str:
         """The settings that change extracted text; part of every cache key."""
-        return f"ocr={self.ocr_lang}@{self.ocr_dpi}"
+        return f"ocr={self.ocr_lang}@{self.ocr_dpi},max_pixels={self.max_image_pixels}"

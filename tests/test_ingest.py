@@ -56,7 +56,8 @@ def shard_tokens(out: Path, shard: str) -> np.ndarray:
 
 def test_shards_decode_back_to_every_documents_text(tmp_path: Path) -> None:
     src, out = corpus(tmp_path / "src"), tmp_path / "out"
-    manifest = ingest(IngestConfig(sources=[src], out=out, val_fraction=0.3, workers=2))
+    cfg = IngestConfig(sources=[src], out=out, val_fraction=0.3, workers=2)
+    manifest = ingest(cfg)
     cache = ExtractionCache(out / "cache")
     ok = [f for f in manifest["files"] if f["status"] == "ok"]
     assert len(ok) == 12 + 3
@@ -65,11 +66,11 @@ def test_shards_decode_back_to_every_documents_text(tmp_path: Path) -> None:
         start = record["offset"]
         assert tokens[start] == EOT_TOKEN
         body = tokens[start + 1 : start + 1 + record["tokens"]].tolist()
-        entry = cache.get(cache_key(record["sha256"], record["kind"], "ocr=eng@300"))
+        entry = cache.get(cache_key(record["sha256"], record["kind"], cfg.extraction_key()))
         assert decode(body) == entry.text
         assert len(entry.text) == record["chars"]
     latin = next(r for r in ok if r["relpath"] == "latin1.txt")
-    entry = cache.get(cache_key(latin["sha256"], latin["kind"], "ocr=eng@300"))
+    entry = cache.get(cache_key(latin["sha256"], latin["kind"], cfg.extraction_key()))
     assert entry.text == "Grüße aus München, schöne Straße. Déjà vu."
 
 
