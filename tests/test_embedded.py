@@ -62,7 +62,14 @@ def gptforge(*args: str, env: dict[str, str], cwd: Path | None = None) -> subpro
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=interruptible,
     )
+
+
+def interruptible() -> None:
+    """As typed at a terminal. A suite started in the background (`cmd &` in a script) runs
+    with SIGINT ignored, which children inherit, and Python then never raises Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
