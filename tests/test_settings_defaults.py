@@ -57,18 +57,28 @@ def test_gptforge_version() -> None:
     assert version("gptforge")
 
 
-TRAIN_CLI = vars(build_parser().parse_args(["train", "--data", "d"]))
+def stage_defaults(settings: type, flow_module: str, flow: str, argv: list[str]) -> list:
+    """(stage, field, CLI default, flow default, library default) for every documented field."""
+    import importlib
+
+    cli = vars(build_parser().parse_args(argv))
+    parameters = inspect.signature(getattr(importlib.import_module(flow_module), flow).fn)
+    return [
+        pytest.param(cli[f.name], parameters.parameters[f.name].default, f.default, id=f.name)
+        for f in fields(settings)
+        if f.name in documented(settings)
+    ]
 
 
-@pytest.mark.parametrize("name", documented(TrainConfig))
-def test_every_training_default_is_the_same_in_the_cli_the_flow_and_the_library(
-    name: str,
+@pytest.mark.parametrize(
+    ("cli", "flow", "library"),
+    stage_defaults(TrainConfig, "flows.train", "train_flow", ["train", "--data", "d"])
+    + stage_defaults(IngestConfig, "flows.ingest", "ingest_flow", ["ingest", "s", "--out", "o"]),
+)
+def test_every_train_and_ingest_default_is_the_same_in_the_cli_the_flow_and_the_library(
+    cli: object, flow: object, library: object
 ) -> None:
-    from flows.train import train_flow
-
-    library = next(f.default for f in fields(TrainConfig) if f.name == name)
-    flow = inspect.signature(train_flow.fn).parameters[name].default
-    assert TRAIN_CLI[name] == flow == library
+    assert cli == flow == library
 
 
 def test_derived_training_settings_are_decided_by_the_library(tmp_path) -> None:
@@ -117,17 +127,3 @@ def test_run_checks_training_and_generation_settings_before_it_ingests(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "data").exists(), "nothing was ingested"
-
-
-INGEST_CLI = vars(build_parser().parse_args(["ingest", "src", "--out", "o"]))
-
-
-@pytest.mark.parametrize("name", documented(IngestConfig))
-def test_every_ingestion_default_is_the_same_in_the_cli_the_flow_and_the_library(
-    name: str,
-) -> None:
-    from flows.ingest import ingest_flow
-
-    library = next(f.default for f in fields(IngestConfig) if f.name == name)
-    flow = inspect.signature(ingest_flow.fn).parameters[name].default
-    assert INGEST_CLI[name] == flow == library
