@@ -29,6 +29,7 @@ from pathlib import Path
 
 from flows.home import gptforge_home
 from flows.progress import notice
+from pipeline.settings import ConfigError
 
 LEASES = "leases"
 LOCK = "servers.lock"
@@ -86,8 +87,6 @@ def seconds_from_env(name: str, default: float) -> float:
     except ValueError:
         value = -1.0
     if value <= 0:
-        from pipeline.config import ConfigError
-
         raise ConfigError(name, f"must be a number of seconds > 0, got {raw!r}")
     return value
 
