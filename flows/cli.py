@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from flows.cli_parser import build_parser, parse_overrides
-from flows.embedded import orchestrator
-from flows.home import use_home
-from flows.metric_sender import TrackingUnavailable
-from flows.progress import ProgressBar, set_progress_sink
-from flows.servers import ServerError, use_running_servers
-from model.interrupt import Terminated, TrainingInterrupted, raise_on_sigterm
-from model.sampling_config import SamplingConfig
-from model.train_config import TrainConfig
-from pipeline.config import ConfigError, IngestConfig
-from pipeline.settings import documented
+from gptforge.flows.cli_parser import build_parser, parse_overrides
+from gptforge.flows.embedded import orchestrator
+from gptforge.flows.home import use_home
+from gptforge.flows.metric_sender import TrackingUnavailable
+from gptforge.flows.mlflow_names import check_tracking_names
+from gptforge.flows.progress import ProgressBar, set_progress_sink
+from gptforge.flows.servers import ServerError, use_running_servers
+from gptforge.model.interrupt import Terminated, TrainingInterrupted, raise_on_sigterm
+from gptforge.model.sampling_config import SWEEPABLE, SamplingConfig
+from gptforge.model.train_config import TrainConfig
+from gptforge.pipeline.config import ConfigError, IngestConfig
+from gptforge.pipeline.errors import RunError
+from gptforge.pipeline.settings import check_output, documented
 
 TRAIN_SETTINGS = [name for name in documented(TrainConfig) if name != "init_from"]
 AFTER_STOP = {
@@ -38,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_running_servers()
     raise_on_sigterm()
     try:
+        if hasattr(args, "experiment"):
+            check_tracking_names(args.experiment, getattr(args, "model_name", None))
         handler = getattr(args, "handler", None) or COMMANDS[args.command]
         return handler(args)
     except TrainingInterrupted as exc:
@@ -54,11 +60,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gptforge {args.command}: invalid setting {exc}", file=sys.stderr)
         return 2
-    except (ServerError, TrackingUnavailable) as exc:
+    except (ServerError, TrackingUnavailable, RunError) as exc:
         if args.verbose:
             traceback.print_exc()
         print(f"gptforge {args.command}: {exc}", file=sys.stderr)
         return 1
+
+
+def flow_arguments(args: argparse.Namespace, flow: Callable) -> dict[str, Any]:
+    """The parsed options a flow (or function) takes, by name: an option is spelt like the
+    parameter it sets (`--model-name` is `model_name`), so nothing is mapped by hand."""
+    function = getattr(flow, "fn", flow)
+    return {
+        name: getattr(args, name)
+        for name in inspect.signature(function).parameters
+        if hasattr(args, name)
+    }
 
 
 def quiet_console() -> None:
@@ -71,25 +88,28 @@ def quiet_console() -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from pipeline.sample_corpus import build_sample
+    from gptforge.pipeline.sample_corpus import build_sample
 
     print(f"sample corpus written to {build_sample(args.out)}")
     return 0
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from flows.home import apply_quiet_env
+    from gptforge.flows.home import apply_quiet_env
 
     apply_quiet_env()
-    settings = {name: getattr(args, name) for name in documented(IngestConfig)}
-    lists = {"include": args.include, "exclude": args.exclude}
-    cfg = IngestConfig(args.sources, args.out, pdf_passwords=args.pdf_password, **lists, **settings)
+    names = [*documented(IngestConfig), "include", "exclude", "pdf_passwords"]
+    cfg = IngestConfig(args.sources, args.out, **{name: getattr(args, name) for name in names})
     if args.batch_files < 1:
         raise ConfigError("batch_files", f"must be >= 1, got {args.batch_files}")
-    from flows.ingest import ingest_flow
-    from flows.summary import summary_lines
-    from pipeline.manifest import load_manifest
-    from pipeline.ocr import check_languages
+    from gptforge.flows.ingest import ingest_flow
+    from gptforge.flows.summary import summary_lines
+    from gptforge.pipeline.ingest import locked
+    from gptforge.pipeline.manifest import load_manifest
+    from gptforge.pipeline.ocr import check_languages
+
+    with locked(cfg.out):  # another ingest writing there is refused before Prefect starts
+        pass
 
     if problem := check_languages(cfg.ocr_lang):
         print(
@@ -98,15 +118,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         )
     with orchestrator(), ProgressBar() as bar:
         set_progress_sink(bar.update)
-        result = ingest_flow(
-            sources=args.sources,
-            out=args.out,
-            **lists,
-            **settings,
-            pdf_passwords=args.pdf_password,
-            batch_files=args.batch_files,
-            experiment=args.experiment,
-        )
+        result = ingest_flow(**flow_arguments(args, ingest_flow))
         set_progress_sink(None)
     for line in summary_lines(load_manifest(cfg.out), result["manifest"]):
         print(line)
@@ -115,31 +127,27 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from flows.home import apply_quiet_env
+    from gptforge.flows.home import apply_quiet_env
 
     apply_quiet_env()
-    settings = {
-        "data_dir": args.data,
-        "out_dir": args.out,
-        "preset": args.preset,
-        "model_overrides": parse_overrides(args.set),
-        "init_from": args.init_from,
-        **{name: getattr(args, name) for name in TRAIN_SETTINGS},
-    }
-    tracking = {"experiment": args.experiment, "registered_model_name": args.model_name}
+    args.model_overrides = parse_overrides(args.model_overrides)
+    names = ["data", "out", "preset", "model_overrides", "init_from", *TRAIN_SETTINGS]
+    settings = {name: getattr(args, name) for name in names}
     if int(os.environ.get("RANK", "0")) > 0:
         return run_train_worker(settings)
-    from flows.train_settings import train_config
+    from gptforge.flows.train_settings import train_config
 
     cfg = train_config(**settings)  # every setting checked, nothing heavy imported yet
-    from flows.train import train_flow
-    from model.train import validate
+    from gptforge.flows.train import train_flow
+    from gptforge.model.train import schedule_change, validate
 
-    validate(cfg)
+    checked = validate(cfg)
+    if note := schedule_change(cfg, checked.resume_from):
+        print(f"warning: {note}", file=sys.stderr)
 
     with orchestrator(), ProgressBar(unit="step") as bar:
         set_progress_sink(bar.update)
-        result = train_flow(**settings, **tracking)
+        result = train_flow(**flow_arguments(args, train_flow))
         set_progress_sink(None)
     val = result["val_loss"]
     print(f"MLflow run: {result['mlflow_run_id']}")
@@ -151,45 +159,32 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from flows.home import apply_quiet_env
+    from gptforge.flows.home import apply_quiet_env, gptforge_home
 
     apply_quiet_env()
-    from flows.train_settings import train_config
+    from gptforge.flows.train_settings import train_config
 
-    overrides = parse_overrides(args.set)
+    args.model_overrides = parse_overrides(args.model_overrides)
 
     # Training and generation settings are checked now, not after ingest, and whatever the
     # data turns out to be (unchanged data skips training, which must not hide a bad value).
     train_config(
         args.data or ".",
-        out_dir=".",
+        out=str(gptforge_home()),  # where the pipeline's checkpoints go
         preset=args.preset,
-        model_overrides=overrides,
+        model_overrides=args.model_overrides,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         precision=args.precision,
     )
+    for temperature in args.eval_temperatures or []:
+        SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=temperature)
     SamplingConfig(max_new_tokens=args.max_new_tokens)
-    from flows.full_pipeline import pipeline_flow
+    from gptforge.flows.full_pipeline import pipeline_flow
 
     with orchestrator(), ProgressBar(unit="item") as bar:
         set_progress_sink(bar.update)
-        result = pipeline_flow(
-            sources=args.sources,
-            data_dir=args.data,
-            preset=args.preset,
-            model_overrides=overrides,
-            max_steps=args.max_steps,
-            batch_size=args.batch_size,
-            precision=args.precision,
-            continue_training=args.continue_training,
-            force_train=args.force_train,
-            model_name=args.model_name,
-            promote_alias=args.alias or None,
-            eval_prompts=args.prompt,
-            max_new_tokens=args.max_new_tokens,
-            experiment=args.experiment,
-        )
+        result = pipeline_flow(**flow_arguments(args, pipeline_flow))
         set_progress_sink(None)
     print(f"dataset digest: {result['dataset_digest'][:16]}")
     if not result["trained"]:
@@ -211,14 +206,14 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
 def print_places() -> None:
     """Where to look next: the UIs when servers are up, else the local stores."""
-    from flows.home import gptforge_home, mlflow_uri
+    from gptforge.flows.home import gptforge_home, mlflow_uri
 
     uri = mlflow_uri()
     if uri.startswith("http"):
         print(f"MLflow UI: {uri}")
     else:
         print(f"MLflow store: {uri}  (browse: mlflow ui --backend-store-uri {uri})")
-    from flows.servers import active_urls
+    from gptforge.flows.servers import active_urls
 
     api = os.environ.get("PREFECT_API_URL") or active_urls().get("PREFECT_API_URL")
     if api:
@@ -227,61 +222,64 @@ def print_places() -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from flows.home import apply_quiet_env
+    from gptforge.flows.home import apply_quiet_env
 
     apply_quiet_env()
-    from flows.serve import deployments, serve_all
+    from gptforge.flows.serve import deployments, serve_all
 
     deployments(args.retrain_cron, args.sources)
     with orchestrator():
-        serve_all(args.retrain_cron, args.sources, limit=args.limit)
+        serve_all(**flow_arguments(args, serve_all))
     return 0
 
 
 def run_train_worker(settings: dict) -> int:
     """torchrun ranks other than 0 train without Prefect or MLflow; rank 0 runs the flow."""
-    from flows.train_settings import train_config
-    from model.train import train
+    from gptforge.flows.train_settings import train_config
+    from gptforge.model.train import train
 
     train(train_config(**settings))
     return 0
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from flows.home import apply_quiet_env
+    from gptforge.flows.home import apply_quiet_env
 
     apply_quiet_env()
-    sweep = {
-        "temperature": _one_or_list(args.temperature),
-        "top_k": _one_or_list(args.top_k),
-        "top_p": _one_or_list(args.top_p),
-        "repetition_penalty": _one_or_list(args.repetition_penalty),
-        "max_new_tokens": args.max_new_tokens,
-        "do_sample": not args.greedy,
-        "stop": args.stop,
-        "seed": args.seed,
-    }
-    if args.prompt is not None:
-        if args.out or args.num_return_sequences != 1:
+    for name in SWEEPABLE:
+        values = getattr(args, name)
+        setattr(args, name, values[0] if len(values) == 1 else values)
+    if not args.prompts and not args.prompts_file:
+        raise ConfigError("prompts", "give --prompts TEXT... or --prompts-file FILE")
+    if args.out is not None:
+        check_output("out", args.out, file=True)
+    from gptforge.model.generation_job import load_prompts, sampling_grid
+
+    load_prompts(args.prompts, args.prompts_file)
+
+    sweep = {name: getattr(args, name) for name in documented(SamplingConfig)}
+    sampling_grid(sweep)  # every value checked before anything starts
+    if args.stream:
+        if (
+            args.prompts_file
+            or len(args.prompts) != 1
+            or args.out
+            or args.num_return_sequences != 1
+        ):
             raise ConfigError(
-                "prompt",
-                "--prompt streams one completion to the terminal; for --out or "
-                "--num-return-sequences write the prompt to a file and pass --prompts",
+                "stream",
+                "--stream prints one completion to the terminal: give exactly one --prompts "
+                "and no --prompts-file, --out or --num-return-sequences",
             )
-        return stream_one(args.model, args.prompt, sweep)
-    from flows.generate import generate_flow
+        for name in SWEEPABLE:
+            if isinstance(sweep[name], list):
+                raise ConfigError(name, "--stream prints one completion: one value, not a sweep")
+        return stream_one(args.model, args.prompts[0], sweep)
+    from gptforge.flows.generate import generate_flow
 
     with orchestrator(), ProgressBar(unit="output") as bar:
         set_progress_sink(bar.update)
-        result = generate_flow(
-            model=args.model,
-            prompts_file=args.prompts,
-            num_return_sequences=args.num_return_sequences,
-            batch_size=args.batch_size,
-            out=args.out,
-            experiment=args.experiment,
-            **sweep,
-        )
+        result = generate_flow(**flow_arguments(args, generate_flow))
         set_progress_sink(None)
     for label, metrics in result["metrics"].items():
         shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items())
@@ -293,16 +291,13 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def stream_one(model_ref: str, prompt: str, sweep: dict) -> int:
     """Interactive use: no flow, no tracking, tokens printed as they are sampled."""
-    from flows.generate import inference_device
-    from flows.models import resolve_model
-    from model.checkpoint import load_model
-    from model.generate import Generation, stream
-    from model.generation_job import SWEEPABLE, sampling_grid
-    from pipeline.tokenizer import decode, encode
+    from gptforge.flows.generate import inference_device
+    from gptforge.flows.models import resolve_model
+    from gptforge.model.checkpoint import load_model
+    from gptforge.model.generate import Generation, stream
+    from gptforge.model.generation_job import sampling_grid
+    from gptforge.pipeline.tokenizer import decode, encode
 
-    for name in SWEEPABLE:
-        if isinstance(sweep[name], list):
-            raise ConfigError(name, "--prompt streams one completion: give one value, not a sweep")
     (settings,) = sampling_grid(sweep)
     device, autocast = inference_device()
     model = load_model(resolve_model(model_ref).checkpoint, device)
@@ -313,10 +308,6 @@ def stream_one(model_ref: str, prompt: str, sweep: dict) -> int:
         else:
             print(event.text, end="", flush=True)
     return 0
-
-
-def _one_or_list(values: list) -> object:
-    return values[0] if len(values) == 1 else values
 
 
 COMMANDS = {

@@ -5,42 +5,52 @@ come from `SamplingConfig`."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
+from functools import partial
+from typing import NoReturn
 
-from flows.servers import add_commands as add_server_commands
-from flows.settings_cli import add_settings
-from model.sampling_config import SamplingConfig
-from model.train_config import TrainConfig
-from pipeline.config import ConfigError, IngestConfig
+from gptforge.flows.servers import add_commands as add_server_commands
+from gptforge.flows.settings_cli import add_settings
+from gptforge.model.config import PRESETS
+from gptforge.model.sampling_config import SWEEPABLE, SamplingConfig
+from gptforge.model.train_config import TrainConfig
+from gptforge.pipeline.config import ConfigError, IngestConfig
 
-SAMPLING_DEFAULTS = SamplingConfig()
+PRECISIONS = next(f for f in fields(TrainConfig) if f.name == "precision").metadata["choices"]
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """A bad option is one line naming it, exit status 2; `--help` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="gptforge", description="Documents in, a GPT trained from scratch out."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     parser.add_argument("--version", action="version", version=f"gptforge {package_version()}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    # Each command's --help shows every option's default ("None": derived, or not set).
+    with_defaults = partial(OneLineErrors, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=with_defaults)
 
     ingest = commands.add_parser("ingest", help="documents -> GPT-2 token shards + manifest")
     ingest.add_argument("sources", nargs="+", help="files or directories to read")
     ingest.add_argument("--out", required=True, help="dataset directory to write")
     add_settings(ingest, IngestConfig, skip=set())
-    ingest.add_argument("--include", action="append", default=[], metavar="GLOB")
-    ingest.add_argument("--exclude", action="append", default=[], metavar="GLOB")
-    ingest.add_argument("--pdf-password", action="append", default=[], metavar="PASSWORD")
-    ingest.add_argument("--batch-files", type=int, default=64)
+    _list(ingest, "--include", "GLOB", "only files matching these globs")
+    _list(ingest, "--exclude", "GLOB", "skip files matching these globs")
+    _list(ingest, "--pdf-passwords", "PASSWORD", "passwords to try on encrypted PDFs")
+    ingest.add_argument("--batch-files", type=int, default=64, help="files per Prefect task")
     ingest.add_argument("--experiment", default="gptforge", help="MLflow experiment")
 
     train = commands.add_parser("train", help="train a GPT on a dataset, register it in MLflow")
     train.add_argument("--data", required=True, help="dataset directory written by ingest")
-    train.add_argument("--preset", default="tiny", help="tiny, small, mini, gpt2, gpt2-medium")
-    train.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="model override"
-    )
-    add_settings(train, TrainConfig, skip={"init_from"})
     train.add_argument("--out", default=None, help="checkpoint directory")
+    _model_options(train)
+    add_settings(train, TrainConfig, skip={"init_from"})
     train.add_argument("--init-from", default=None, help="start from these weights")
     train.add_argument("--experiment", default="gptforge", help="MLflow experiment")
     train.add_argument("--model-name", default="gptforge", help="MLflow registered model")
@@ -51,51 +61,50 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="models:/NAME/VERSION, models:/NAME@ALIAS, models:/NAME/latest, runs:/ID/model, dir",
     )
-    source = gen.add_mutually_exclusive_group(required=True)
-    source.add_argument("--prompts", help=".txt (one per line) or .jsonl with overrides")
-    source.add_argument("--prompt", help="one prompt: stream the completion to the terminal")
-    for name, kind in (
-        ("temperature", float),
-        ("top_k", int),
-        ("top_p", float),
-        ("repetition_penalty", float),
-    ):
-        default = getattr(SAMPLING_DEFAULTS, name)
-        gen.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=kind,
-            nargs="+",
-            default=[default],
-            help=f"one value, or several to sweep (default {default})",
-        )
-    gen.add_argument("--max-new-tokens", type=int, default=SAMPLING_DEFAULTS.max_new_tokens)
-    gen.add_argument("--greedy", action="store_true", help="do_sample=False")
-    gen.add_argument("--stop", action="append", default=[], metavar="TEXT")
-    gen.add_argument("--num-return-sequences", type=int, default=1)
-    gen.add_argument("--batch-size", type=int, default=8)
-    gen.add_argument("--seed", type=int, default=SAMPLING_DEFAULTS.seed)
+    _list(gen, "--prompts", "TEXT", "prompts given inline (they come before --prompts-file's)")
+    gen.add_argument("--prompts-file", help=".txt (one per line) or .jsonl with overrides")
+    gen.add_argument(
+        "--stream", action="store_true", help="print one prompt's completion as it is sampled"
+    )
+    add_settings(gen, SamplingConfig, skip={"stop"}, sweep=frozenset(SWEEPABLE))
+    _list(gen, "--stop", "TEXT", "end an output when it produces this text")
+    gen.add_argument("--num-return-sequences", type=int, default=1, help="outputs per prompt")
+    gen.add_argument("--batch-size", type=int, default=8, help="outputs decoded together")
     gen.add_argument("--out", default=None, help="JSONL file for the generation records")
     gen.add_argument("--experiment", default="gptforge", help="MLflow experiment")
 
     run = commands.add_parser("run", help="the whole pipeline: ingest -> train -> generate")
     run.add_argument("sources", nargs="+", help="files or directories to read")
     run.add_argument("--data", default=None, help="dataset directory (kept between runs)")
-    run.add_argument("--preset", default="tiny")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    run.add_argument("--max-steps", type=int, default=200)
-    run.add_argument("--batch-size", type=int, default=8)
-    run.add_argument("--precision", default="auto")
-    run.add_argument("--continue-training", action="store_true")
+    _model_options(run)
+    run.add_argument("--max-steps", type=int, default=200, help="training steps")
+    run.add_argument("--batch-size", type=int, default=8, help="sequences per micro-step")
+    run.add_argument(
+        "--precision", default="auto", choices=PRECISIONS, help="numeric precision of training"
+    )
+    run.add_argument(
+        "--continue-training", action="store_true", help="start from the previous version"
+    )
     run.add_argument("--force-train", action="store_true", help="train even if data is unchanged")
-    run.add_argument("--model-name", default="gptforge")
-    run.add_argument("--alias", default="champion", help="alias moved when val loss is no worse")
-    run.add_argument("--prompt", action="append", default=None, help="evaluation prompt")
-    run.add_argument("--max-new-tokens", type=int, default=48)
-    run.add_argument("--experiment", default="gptforge")
+    run.add_argument("--model-name", default="gptforge", help="MLflow registered model")
+    run.add_argument(
+        "--promote-alias", default="champion", help="alias moved when val loss is no worse"
+    )
+    _list(run, "--eval-prompts", "TEXT", "prompts of the evaluation generation job")
+    run.add_argument(
+        "--eval-temperatures",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="temperatures the evaluation job sweeps; None: 0.7 and 1.0",
+    )
+    run.add_argument("--max-new-tokens", type=int, default=48, help="evaluation output length")
+    run.add_argument("--experiment", default="gptforge", help="MLflow experiment")
 
     srv = commands.add_parser("serve", help="serve the flows as Prefect deployments")
     srv.add_argument("--retrain-cron", default=None, help='e.g. "0 3 * * *" (off by default)')
-    srv.add_argument("--sources", nargs="+", default=None, help="folders the schedule re-ingests")
+    _list(srv, "--sources", "DIR", "folders the schedule re-ingests")
     srv.add_argument("--limit", type=int, default=1, help="flow runs at once")
 
     add_server_commands(commands)
@@ -103,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="write the bundled sample corpus to a directory")
     sample.add_argument("out", help="directory to (re)create")
     return parser
+
+
+def _list(parser: argparse.ArgumentParser, flag: str, metavar: str, text: str) -> None:
+    """A list option: `--flag A B` and `--flag A --flag B` both give [A, B]."""
+    parser.add_argument(flag, action="extend", nargs="+", default=None, metavar=metavar, help=text)
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size")
+    _list(parser, "--model-overrides", "KEY=VALUE", "model settings that replace the preset's")
 
 
 def package_version() -> str:
@@ -114,13 +133,13 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, int | float | bool]:
-    """`--set n_layer=3 --set dropout=0.1` -> {"n_layer": 3, "dropout": 0.1}."""
+def parse_overrides(pairs: list[str] | None) -> dict[str, int | float | bool]:
+    """`--model-overrides n_layer=3 dropout=0.1` -> {"n_layer": 3, "dropout": 0.1}."""
     out: dict[str, int | float | bool] = {}
-    for pair in pairs:
+    for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ConfigError("set", f"{pair!r} is not KEY=VALUE")
+            raise ConfigError("model_overrides", f"{pair!r} is not KEY=VALUE")
         if raw.lower() in ("true", "false"):
             out[key] = raw.lower() == "true"
             continue

@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flows.home import gptforge_home
-from flows.progress import notice
-from pipeline.settings import ConfigError
+from gptforge.flows.home import gptforge_home
+from gptforge.flows.progress import notice
+from gptforge.pipeline.settings import ConfigError
 
 LEASES = "leases"
 LOCK = "servers.lock"
@@ -94,7 +94,7 @@ def seconds_from_env(name: str, default: float) -> float:
 def ensure(home: Path, name: str, port: int | None = None, idle_s: float | None = None) -> dict:
     """This home's `name` server, started first if it is not running (on `port`, else on the
     default port when free, else on any free one); returns its servers.json entry."""
-    from flows import servers
+    from gptforge.flows import servers
 
     timeout = seconds_from_env(START_ENV, DEFAULT_START_S)
     with file_lock(home / LOCK):
@@ -133,7 +133,7 @@ class ServerWatch(threading.Thread):
         self._done = threading.Event()
 
     def run(self) -> None:
-        from flows import servers
+        from gptforge.flows import servers
 
         while not self._done.wait(WATCH_EVERY_S):
             for name in self.names:
@@ -180,7 +180,7 @@ def orchestrator() -> Iterator[str]:
         # Nobody watches the embedded server for crashed runs, so the flow-run heartbeat
         # (up to 1 s at the end of every flow run, docs/benchmarks.md) buys nothing here.
         updates = {PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-        from flows.servers import status
+        from gptforge.flows.servers import status
 
         watch = ServerWatch(home, tuple(status(home)))
         watch.start()
@@ -198,7 +198,7 @@ def watch(home: Path, command: list[str]) -> int:
     Runs as the process-group leader recorded in servers.json, so `gptforge down` stops the
     watchdog and the server together. `gptforge up` clears `idle_s` to keep the server.
     """
-    from flows import servers
+    from gptforge.flows import servers
 
     server = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     last_used = time.monotonic()
@@ -223,7 +223,7 @@ def watch(home: Path, command: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m flows.embedded")
+    parser = argparse.ArgumentParser(prog="python -m gptforge.flows.embedded")
     parser.add_argument("--home", required=True, type=Path)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     cli = parser.parse_args()

@@ -14,14 +14,15 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.generate import generate_flow
-from flows.home import apply_quiet_env, gptforge_home, mlflow_uri
-from flows.ingest import ingest_flow
-from flows.models import DEFAULT_MODEL_NAME, latest_version, resolve_model
-from flows.tracking import DEFAULT_EXPERIMENT, DIGEST_TAG
-from flows.train import train_flow
+from gptforge.flows.generate import generate_flow
+from gptforge.flows.home import apply_quiet_env, gptforge_home, mlflow_uri
+from gptforge.flows.ingest import ingest_flow
+from gptforge.flows.mlflow_names import check_tracking_names
+from gptforge.flows.models import DEFAULT_MODEL_NAME, latest_version, resolve_model
+from gptforge.flows.tracking import DEFAULT_EXPERIMENT, DIGEST_TAG
+from gptforge.flows.train import train_flow
 
 DEFAULT_PROMPTS = ["The", "def ", "In this document"]
 
@@ -29,7 +30,7 @@ DEFAULT_PROMPTS = ["The", "def ", "In this document"]
 @flow(name="pipeline")
 def pipeline_flow(
     sources: list[str],
-    data_dir: str | None = None,
+    data: str | None = None,
     preset: str = "tiny",
     model_overrides: dict[str, Any] | None = None,
     max_steps: int = 200,
@@ -48,7 +49,7 @@ def pipeline_flow(
 
     Args:
         sources: folders or files to (re-)ingest.
-        data_dir: dataset directory (default: GPTFORGE_HOME/datasets/<model_name>); keep it
+        data: dataset directory (default: GPTFORGE_HOME/datasets/<model_name>); keep it
             the same between runs so re-ingestion only extracts new or changed files.
         preset: model size: tiny, small, mini, gpt2 or gpt2-medium.
         model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
@@ -67,7 +68,8 @@ def pipeline_flow(
         experiment: MLflow experiment.
     """
     logger = get_run_logger()
-    data = data_dir or str(gptforge_home() / "datasets" / model_name)
+    check_tracking_names(experiment, model_name)  # before ingest, and the data path uses it
+    data = data or str(gptforge_home() / "datasets" / model_name)
     ingested = ingest_flow(sources=sources, out=data, experiment=experiment)
     digest = ingested["dataset_digest"]
     previous = latest_version(model_name)
@@ -90,7 +92,7 @@ def pipeline_flow(
     if continue_training and previous:
         init_from = str(resolve_model(f"models:/{model_name}/{previous}").checkpoint)
     trained = train_flow(
-        data_dir=data,
+        data=data,
         preset=preset,
         model_overrides=model_overrides,
         max_steps=max_steps,
@@ -100,7 +102,7 @@ def pipeline_flow(
         checkpoint_interval=max_steps,
         init_from=init_from,
         experiment=experiment,
-        registered_model_name=model_name,
+        model_name=model_name,
     )
     version = trained["model_version"]
     _tag_version(model_name, version, digest)
@@ -129,6 +131,9 @@ def pipeline_flow(
         "samples": generated["samples"],
     }
     create_markdown_artifact(_summary_markdown(summary), key="pipeline-summary")
+    stages = ("ingest", "train", "generate")
+    runs = [{"stage": stage, "MLflow run": summary[f"{stage}_run_id"]} for stage in stages]
+    create_table_artifact(runs, key="pipeline-runs")
     return summary
 
 
@@ -172,7 +177,6 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     promoted = f"`{summary['alias']}` moved to it" if summary["promoted"] else "alias unchanged"
     return (
         f"# Pipeline\n\nTrained `{summary['model_uri']}` (val loss {summary['val_loss']}); "
-        f"{promoted}.\n\n| stage | MLflow run |\n|---|---|\n"
-        f"| ingest | `{summary['ingest_run_id']}` |\n| train | `{summary['train_run_id']}` |\n"
-        f"| generate | `{summary['generate_run_id']}` |\n\n## Samples\n\n{samples}\n"
+        f"{promoted} (its stages' MLflow runs: the `pipeline-runs` table).\n\n"
+        f"## Samples\n\n{samples}\n"
     )

@@ -4,7 +4,6 @@ written as JSONL generation records and logged to MLflow as a reviewable table."
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,19 +14,28 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.home import gptforge_home
-from flows.models import ModelRef, resolve_model
-from flows.progress import report
-from flows.tracking import DEFAULT_EXPERIMENT, run_link, stage_run
-from flows.train import MODEL_VERSION_TAG
-from model.checkpoint import CONFIG, load_model
-from model.config import GPTConfig
-from model.diversity import diversity
-from model.generate import Generation, generate, validate_job, validate_prompts
-from model.generation_job import Prompt, load_prompts, sampling_grid, setting_label, with_overrides
-from model.plots import plot_diversity
-from model.sampling_config import SamplingConfig
-from pipeline.tokenizer import decode, encode
+from gptforge.flows.home import gptforge_home
+from gptforge.flows.mlflow_names import check_tracking_names
+from gptforge.flows.models import ModelRef, resolve_model
+from gptforge.flows.plots import plot_diversity
+from gptforge.flows.progress import report
+from gptforge.flows.tracking import DEFAULT_EXPERIMENT, run_link, stage_run
+from gptforge.flows.train import MODEL_VERSION_TAG
+from gptforge.model.checkpoint import CONFIG, load_model
+from gptforge.model.config import GPTConfig
+from gptforge.model.diversity import diversity
+from gptforge.model.generate import Generation, generate, validate_job, validate_prompts
+from gptforge.model.generation_job import (
+    Prompt,
+    load_prompts,
+    sampling_grid,
+    setting_label,
+    with_overrides,
+)
+from gptforge.model.sampling_config import SamplingConfig
+from gptforge.pipeline.atomic import atomic_open
+from gptforge.pipeline.settings import check_output
+from gptforge.pipeline.tokenizer import decode, encode
 
 TRAIN_RUN_TAG = "gptforge.train_run_id"
 MODEL_URI_TAG = "gptforge.model_uri"
@@ -152,6 +160,8 @@ def generate_flow(
         experiment: MLflow experiment.
     """
     logger = get_run_logger()
+    check_tracking_names(experiment)
+    out_path = check_output("out", out, file=True) if out is not None else _default_out()
     job = load_prompts(prompts, prompts_file)
     grid = sampling_grid(
         {
@@ -172,7 +182,6 @@ def generate_flow(
     ref = resolve_model(model)
     config = GPTConfig.load(ref.checkpoint / CONFIG)
     validate_prompts([encode(p.text) for p in job], config.block_size, config.vocab_size)
-    out_path = Path(out) if out else _default_out()
     logger.info("%d prompts x %d settings with %s", len(job), len(grid), ref.label)
     with stage_run("generate", experiment, run_name=f"generate-{ref.label}") as run_id:
         mlflow.log_params(
@@ -302,13 +311,10 @@ def _model_tags(ref: ModelRef) -> dict[str, str]:
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    """Atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _default_out() -> Path:

@@ -7,23 +7,24 @@ from typing import Any
 
 import mlflow
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import SecretStr
 
-from flows.progress import report
-from flows.summary import summary_markdown
-from flows.tracking import DEFAULT_EXPERIMENT, log_dataset, stage_run
-from pipeline.config import ConfigError, FollowSymlinks, IngestConfig
-from pipeline.ingest import Plan, apply_results, assemble, extract, locked, open_pool, plan
-from pipeline.jobs import ExtractJob
-from pipeline.manifest import MANIFEST_NAME
-from pipeline.ocr import check_languages
-from pipeline.settings import defaults
-from pipeline.workers import WorkerPool
+from gptforge.flows.mlflow_names import check_tracking_names
+from gptforge.flows.progress import report
+from gptforge.flows.summary import problem_rows, split_rows, summary_markdown
+from gptforge.flows.tracking import DEFAULT_EXPERIMENT, log_dataset, stage_run
+from gptforge.pipeline.config import ConfigError, FollowSymlinks, IngestConfig
+from gptforge.pipeline.ingest import Plan, apply_results, assemble, extract, locked, open_pool, plan
+from gptforge.pipeline.jobs import ExtractJob
+from gptforge.pipeline.manifest import MANIFEST_NAME
+from gptforge.pipeline.ocr import check_languages
+from gptforge.pipeline.settings import defaults
+from gptforge.pipeline.workers import WorkerPool
 
 DEFAULT_BATCH_FILES = 64
 D = defaults(IngestConfig)  # every ingestion default comes from pipeline/config.py
@@ -115,6 +116,7 @@ def ingest_flow(
         experiment: MLflow experiment.
     """
     settings = {k: v for k, v in locals().items() if k in D}
+    check_tracking_names(experiment)
     secrets = [p.get_secret_value() for p in pdf_passwords or []]
     cfg = IngestConfig(
         sources=sources, out=out, include=include or (), exclude=exclude or (),
@@ -136,11 +138,13 @@ def ingest_flow(
             _extract_all(work, cfg, batch_files)
         manifest = assemble_task(quote(work))
     manifest_path = str(cfg.out / MANIFEST_NAME)
+    sources = ", ".join(map(str, cfg.sources))
     create_markdown_artifact(
-        summary_markdown(manifest, manifest_path),
-        key="ingest-summary",
-        description=f"Ingest of {', '.join(map(str, cfg.sources))}",
+        summary_markdown(manifest, manifest_path), key="ingest-summary", description=sources
     )
+    create_table_artifact(split_rows(manifest), key="ingest-splits", description=sources)
+    if rows := problem_rows(manifest):
+        create_table_artifact(rows, key="ingest-problems", description=sources)
     run_id = record_ingest(cfg, quote(manifest), experiment)
     logger.info("MLflow run %s, dataset digest %s", run_id, manifest["dataset_digest"])
     return {

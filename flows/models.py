@@ -15,10 +15,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from flows.home import apply_quiet_env, gptforge_home, mlflow_uri
-from model.checkpoint import CONFIG, WEIGHTS, CheckpointError, resolve_checkpoint
-from model.sampling_config import SamplingConfig
-from pipeline.config import ConfigError
+from gptforge.flows.home import apply_quiet_env, gptforge_home, mlflow_uri
+from gptforge.model.checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    CheckpointError,
+    check_checkpoint,
+    resolve_checkpoint,
+)
+from gptforge.model.sampling_config import SamplingConfig
+from gptforge.pipeline.config import ConfigError
 
 DEFAULT_MODEL_NAME = "gptforge"
 MODEL_ARTIFACT = "model"
@@ -86,9 +92,11 @@ def resolve_model(ref: str) -> ModelRef:
     """Where `ref` points, checked before anything is loaded; errors name the `model` field."""
     if "://" not in ref and ":/" not in ref:
         try:
-            return ModelRef(checkpoint=resolve_checkpoint(Path(ref)), uri=str(Path(ref).resolve()))
+            checkpoint = resolve_checkpoint(Path(ref))
+            check_checkpoint(checkpoint)
         except CheckpointError as exc:
             raise ConfigError("model", str(exc)) from exc
+        return ModelRef(checkpoint=checkpoint, uri=str(Path(ref).resolve()))
     apply_quiet_env()
     mlflow.set_tracking_uri(mlflow_uri())
     client = MlflowClient()
@@ -112,6 +120,7 @@ def resolve_model(ref: str) -> ModelRef:
         raise ConfigError("model", f"{ref!r} does not exist: {exc.message}") from exc
     try:
         checkpoint = resolve_checkpoint(local / "artifacts" / "checkpoint")
+        check_checkpoint(checkpoint)
     except CheckpointError as exc:
         raise ConfigError("model", f"{ref!r} is not a gptforge model: {exc}") from exc
     return ModelRef(checkpoint=checkpoint, uri=uri, name=name, version=version, run_id=run_id)

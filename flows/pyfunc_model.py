@@ -12,7 +12,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 class GPTForgeModel(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
-        from model.checkpoint import load_model
+        from gptforge.model.checkpoint import load_model
 
         self.model = load_model(context.artifacts["checkpoint"])
 
@@ -20,9 +20,9 @@ class GPTForgeModel(PythonModel):
     # explicit one (flows/models.py: model_signature), whose parameters carry the defaults.
     def predict(self, context: PythonModelContext, model_input, params=None):  # noqa: ANN001
 
-        from model.generate import generate
-        from model.sampling_config import SamplingConfig
-        from pipeline.tokenizer import decode, encode
+        from gptforge.model.generate import generate
+        from gptforge.model.sampling_config import SamplingConfig
+        from gptforge.pipeline.tokenizer import decode, encode
 
         prompts = [encode(p) for p in _prompts(model_input)]
         settings = SamplingConfig(**(params or {}))

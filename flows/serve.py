@@ -7,11 +7,11 @@ from prefect import serve
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
-from flows.full_pipeline import pipeline_flow
-from flows.generate import generate_flow
-from flows.ingest import ingest_flow
-from flows.train import train_flow
-from pipeline.config import ConfigError
+from gptforge.flows.full_pipeline import pipeline_flow
+from gptforge.flows.generate import generate_flow
+from gptforge.flows.ingest import ingest_flow
+from gptforge.flows.train import train_flow
+from gptforge.pipeline.config import ConfigError
 
 DEPLOYMENT = "gptforge"
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import psutil
 
-from flows.home import QUIET_ENV, gptforge_home
+from gptforge.flows.home import QUIET_ENV, gptforge_home
+from gptforge.pipeline.atomic import write_text_atomic
 
 STATE_FILE = "servers.json"
 HEALTH = {"prefect": "/api/health", "mlflow": "/health"}
@@ -46,7 +47,7 @@ def up(
     """Start both servers (keeping one already running, the embedded Prefect server included,
     which becomes permanent) and wait until they answer; returns `{"already_running", "servers"}`.
     """
-    from flows.embedded import LOCK, file_lock
+    from gptforge.flows.embedded import LOCK, file_lock
 
     home = Path(home) if home else gptforge_home()
     ports = {"prefect": prefect_port, "mlflow": mlflow_port}
@@ -251,7 +252,15 @@ def start(name: str, port: int, home: Path, idle_s: float | None = None) -> dict
     log = home / "logs" / f"{name}.log"
     command = _command(name, port, home)
     if idle_s is not None:
-        command = [sys.executable, "-m", "flows.embedded", "--home", str(home), "--", *command]
+        command = [
+            sys.executable,
+            "-m",
+            "gptforge.flows.embedded",
+            "--home",
+            str(home),
+            "--",
+            *command,
+        ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             command,
@@ -325,10 +334,9 @@ def read_state(home: Path) -> dict[str, dict]:
 
 
 def write_state(home: Path, servers: dict[str, dict]) -> None:
-    """Write-then-rename: a reader never sees half a file."""
-    tmp = home / f".{STATE_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"home": str(home), "servers": servers}, indent=2) + "\n")
-    os.replace(tmp, home / STATE_FILE)
+    write_text_atomic(
+        home / STATE_FILE, json.dumps({"home": str(home), "servers": servers}, indent=2) + "\n"
+    )
 
 
 def _tail(path: str, lines: int = 25) -> str:
@@ -397,7 +405,7 @@ def _print_servers(servers: dict[str, dict]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m flows.servers")
+    parser = argparse.ArgumentParser(prog="python -m gptforge.flows.servers")
     add_commands(parser.add_subparsers(dest="command", required=True))
     cli_args = parser.parse_args()
     sys.exit(cli_args.handler(cli_args))

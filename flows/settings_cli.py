@@ -8,22 +8,28 @@ import argparse
 from dataclasses import MISSING, Field, fields
 from typing import Any
 
-RANGE_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+from gptforge.pipeline.settings import allowed_range
 
 
-def add_settings(parser: argparse.ArgumentParser, settings: type, skip: set[str]) -> None:
-    """Add an option per documented field of `settings` not in `skip`."""
+def add_settings(
+    parser: argparse.ArgumentParser, settings: type, skip: set[str], sweep: frozenset = frozenset()
+) -> None:
+    """Add an option per documented field of `settings` not in `skip`; a field in `sweep`
+    takes one value or several (a list, whose default is [default])."""
     for f in fields(settings):
         if "help" in f.metadata and f.name not in skip:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", **_option(f))
+            option = _option(f)
+            if f.name in sweep:
+                option |= {"nargs": "+", "default": [option["default"]]}
+                option["help"] += "; several values sweep"
+            parser.add_argument(f"--{f.name.replace('_', '-')}", **option)
 
 
 def _option(f: Field) -> dict[str, Any]:
     kind = str(f.type).split(" | ")[0]
     default = f.default if f.default is not MISSING else None
-    bounds = [f"{word} {f.metadata[k]}" for k, word in RANGE_WORDS.items() if k in f.metadata]
-    facts = ([] if default is None else [f"default: {default}"]) + bounds
-    text = f"{f.metadata['help']}" + (f" ({'; '.join(facts)})" if facts else "")
+    bounds = allowed_range(f.metadata)
+    text = f"{f.metadata['help']}" + (f" ({bounds})" if bounds else "")
     if kind == "bool":
         return {"action": argparse.BooleanOptionalAction, "default": default, "help": text}
     if "choices" in f.metadata:

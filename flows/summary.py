@@ -1,4 +1,5 @@
-"""Human-readable summaries of an ingest: terminal lines and a Prefect markdown artifact."""
+"""Human-readable summaries of an ingest: terminal lines, and Prefect artifacts (prose and
+tables) for the UI."""
 
 from __future__ import annotations
 
@@ -35,28 +36,33 @@ def summary_lines(manifest: dict[str, Any], manifest_path: str) -> list[str]:
 
 
 def summary_markdown(manifest: dict[str, Any], manifest_path: str) -> str:
-    counts, splits = manifest["counts"], manifest["splits"]
-    out = [
-        "# Ingest summary",
-        f"Dataset digest `{manifest['dataset_digest']}`, manifest `{manifest_path}`.",
-        "",
-        "| split | documents | tokens | shards |",
-        "|---|---:|---:|---:|",
+    """The ingest in prose; its tables are `split_rows` and `problem_rows`."""
+    counts = manifest["counts"]
+    statuses = ", ".join(f"{n} {status}" for status, n in counts["by_status"].items())
+    kinds = ", ".join(f"{n} {kind}" for kind, n in counts["by_kind"].items())
+    return (
+        f"# Ingest summary\n\nDataset digest `{manifest['dataset_digest']}`, manifest "
+        f"`{manifest_path}`.\n\n{counts['files']} files: {statuses}. By kind: {kinds}. "
+        f"OCR'd pages: {counts['ocr_pages']}. Splits are in the `ingest-splits` table"
+        + (", files with errors in `ingest-problems`." if problems(manifest) else ".")
+    )
+
+
+def split_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "split": split,
+            "documents": info["documents"],
+            "tokens": info["tokens"],
+            "shards": len(info["shards"]),
+        }
+        for split, info in manifest["splits"].items()
     ]
-    for split, info in splits.items():
-        out.append(
-            f"| {split} | {info['documents']} | {info['tokens']:,} | {len(info['shards'])} |"
-        )
-    out += ["", "| status | files |", "|---|---:|"]
-    out += [f"| {status} | {n} |" for status, n in counts["by_status"].items()]
-    out += ["", "| kind | files |", "|---|---:|"]
-    out += [f"| {kind} | {n} |" for kind, n in counts["by_kind"].items()]
-    errors = problems(manifest)
-    if errors:
-        out += ["", f"## Files with errors ({len(errors)})", "", "| file | reason |", "|---|---|"]
-        for record in errors[:MAX_LISTED_PROBLEMS]:
-            reason = str(record["reason"]).replace("|", "\\|").replace("\n", " ")
-            out.append(f"| `{record['path']}` | {reason} |")
-        if len(errors) > MAX_LISTED_PROBLEMS:
-            out.append(f"| ... | {len(errors) - MAX_LISTED_PROBLEMS} more in the manifest |")
-    return "\n".join(out)
+
+
+def problem_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first MAX_LISTED_PROBLEMS files with errors (the manifest has them all)."""
+    return [
+        {"file": record.get("display") or record["path"], "reason": str(record["reason"])}
+        for record in problems(manifest)[:MAX_LISTED_PROBLEMS]
+    ]

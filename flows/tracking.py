@@ -11,8 +11,8 @@ import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
-from flows.embedded import file_lock
-from flows.home import apply_quiet_env, gptforge_home, mlflow_artifact_root, mlflow_uri
+from gptforge.flows.embedded import file_lock
+from gptforge.flows.home import apply_quiet_env, gptforge_home, mlflow_artifact_root, mlflow_uri
 
 DEFAULT_EXPERIMENT = "gptforge"
 STAGE_TAG = "gptforge.stage"
@@ -55,7 +55,7 @@ def stopped_by_user(exc: BaseException) -> bool:
     """Ctrl-C, SIGTERM (Prefect's or ours) or a training run stopped on request."""
     from prefect.exceptions import TerminationSignal
 
-    from model.interrupt import Terminated, TrainingInterrupted
+    from gptforge.model.interrupt import Terminated, TrainingInterrupted
 
     stops = KeyboardInterrupt | Terminated | TerminationSignal | TrainingInterrupted
     return isinstance(exc, stops)

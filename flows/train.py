@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.home import mlflow_uri
-from flows.metric_sender import MetricSender, TrackingUnavailable
-from flows.models import DEFAULT_MODEL_NAME, register_checkpoint
-from flows.progress import report
-from flows.tracking import (
+from gptforge.flows.home import mlflow_uri
+from gptforge.flows.metric_sender import MetricSender, TrackingUnavailable
+from gptforge.flows.mlflow_names import check_tracking_names
+from gptforge.flows.models import DEFAULT_MODEL_NAME, register_checkpoint
+from gptforge.flows.plots import plot_loss_curve
+from gptforge.flows.progress import report
+from gptforge.flows.tracking import (
     DEFAULT_EXPERIMENT,
     find_stage_run,
     log_dataset,
     run_link,
     stage_run,
 )
-from flows.train_settings import train_config
-from model.checkpoint import CONFIG, TRAINER_STATE, read_trainer_state
-from model.train import Callbacks, TrainResult, train, validate
-from model.train_config import Device, Precision, TrainConfig
-from pipeline.settings import defaults
+from gptforge.flows.train_settings import train_config
+from gptforge.model.checkpoint import CONFIG, TRAINER_STATE, read_trainer_state
+from gptforge.model.train import Callbacks, TrainResult, schedule_change, train, validate
+from gptforge.model.train_config import Device, Precision, TrainConfig
+from gptforge.pipeline.atomic import write_text_atomic
+from gptforge.pipeline.settings import defaults
 
 INGEST_RUN_TAG = "gptforge.ingest_run_id"
 RUN_FILE = "mlflow_run.json"
@@ -97,8 +99,8 @@ def register_task(result: TrainResult, name: str) -> str:
 
 @flow(name="train")
 def train_flow(
-    data_dir: str,
-    out_dir: str | None = None,
+    data: str,
+    out: str | None = None,
     preset: str = "tiny",
     model_overrides: dict[str, Any] | None = None,
     max_steps: int = D["max_steps"],
@@ -124,7 +126,7 @@ def train_flow(
     resume: bool = D["resume"],
     init_from: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
-    registered_model_name: str = DEFAULT_MODEL_NAME,
+    model_name: str = DEFAULT_MODEL_NAME,
 ) -> dict[str, Any]:
     """Train a GPT from scratch (or continue one) on a dataset written by `ingest`.
 
@@ -133,40 +135,41 @@ def train_flow(
     `None` is derived there from the others.
 
     Args:
-        data_dir: dataset directory with manifest.json and shards/ (from the ingest flow).
-        out_dir: where checkpoints go; default: a new folder under GPTFORGE_HOME/checkpoints.
+        data: dataset directory with manifest.json and shards/ (from the ingest flow).
+        out: where checkpoints go; default: a new folder under GPTFORGE_HOME/checkpoints.
         preset: model size: tiny, small, mini, gpt2 or gpt2-medium.
         model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
         experiment: MLflow experiment.
-        registered_model_name: MLflow registered model that gets the new version.
+        model_name: MLflow registered model that gets the new version.
     """
     settings = {k: v for k, v in locals().items() if k in D and k != "init_from"}
     logger = get_run_logger()
-    cfg = train_config(data_dir, out_dir, preset, model_overrides, init_from, **settings)
+    check_tracking_names(experiment, model_name)  # not only once the model is trained
+    cfg = train_config(data, out, preset, model_overrides, init_from, **settings)
     checked = validate(cfg)
-    dataset, out = checked.dataset, cfg.out_dir
+    if note := schedule_change(cfg, checked.resume_from):
+        logger.warning(note)
+    dataset, out_dir = checked.dataset, cfg.out_dir
     ingest_run = find_stage_run(experiment, "ingest", dataset.digest)
-    earlier = previous_run(out) if checked.resume_from else None
-    with stage_run("train", experiment, f"train-{preset}-{out.name}", earlier) as run_id:
+    earlier = previous_run(out_dir) if checked.resume_from else None
+    with stage_run("train", experiment, f"train-{preset}-{out_dir.name}", earlier) as run_id:
         if earlier:
             replay_history(run_id, checked.resume_from)
         else:
-            remember_run(out, run_id)
+            remember_run(out_dir, run_id)
             mlflow.log_params({"preset": preset} | cfg.to_params())
             log_dataset(cfg.data_dir, dataset.digest, context="training")
         if ingest_run:
             mlflow.set_tag(INGEST_RUN_TAG, ingest_run)
         result = train_task(cfg, run_id)
-        if result.plot:
-            mlflow.log_artifact(str(result.plot))
+        if result.history:
+            mlflow.log_artifact(str(plot_loss_curve(result.history, out_dir / "loss_curve.png")))
         for file in (CONFIG, TRAINER_STATE):
             mlflow.log_artifact(str(result.checkpoint / file), artifact_path="checkpoint")
-        version = registered_version(run_id, registered_model_name, result.steps)
+        version = registered_version(run_id, model_name, result.steps)
         if version is None:
-            version = register_task(result, registered_model_name)
-            mlflow.set_tags(
-                {MODEL_VERSION_TAG: f"{registered_model_name}/{version}", STEPS_TAG: result.steps}
-            )
+            version = register_task(result, model_name)
+            mlflow.set_tags({MODEL_VERSION_TAG: f"{model_name}/{version}", STEPS_TAG: result.steps})
         final = {"final_train_loss": result.train_loss}
         if result.val_loss is not None:
             final["final_val_loss"] = result.val_loss
@@ -175,9 +178,9 @@ def train_flow(
     summary = {
         "mlflow_run_id": run_id,
         "ingest_run_id": ingest_run,
-        "model_name": registered_model_name,
+        "model_name": model_name,
         "model_version": version,
-        "model_uri": f"models:/{registered_model_name}/{version}",
+        "model_uri": f"models:/{model_name}/{version}",
         "checkpoint": str(result.checkpoint),
         "steps": result.steps,
         "train_loss": result.train_loss,
@@ -186,9 +189,7 @@ def train_flow(
         "device": result.device,
         "dataset_digest": result.dataset_digest,
     }
-    create_markdown_artifact(
-        _summary_markdown(summary, link), key="training-summary", description="Training run"
-    )
+    create_table_artifact(_summary_rows(summary, link), key="training-summary")
     logger.info("registered %s; MLflow %s", summary["model_uri"], link)
     return summary
 
@@ -204,9 +205,9 @@ def registered_version(run_id: str, name: str, steps: int) -> str | None:
 def remember_run(out: Path, run_id: str) -> None:
     """The MLflow run of a checkpoint directory, so that `resume` continues that run."""
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": mlflow_uri()}) + "\n")
-    os.replace(tmp, out / RUN_FILE)
+    write_text_atomic(
+        out / RUN_FILE, json.dumps({"mlflow_run_id": run_id, "tracking_uri": mlflow_uri()}) + "\n"
+    )
 
 
 def previous_run(out: Path) -> str | None:
@@ -238,17 +239,16 @@ def replay_history(run_id: str, checkpoint_dir: Path) -> None:
         raise TrackingUnavailable(f"MLflow is not answering ({sender.last_error})")
 
 
-def _summary_markdown(summary: dict[str, Any], link: str) -> str:
+def _summary_rows(summary: dict[str, Any], link: str) -> list[dict[str, Any]]:
     val = summary["val_loss"]
-    rows = [
-        ("model", f"`{summary['model_uri']}`"),
-        ("steps", summary["steps"]),
-        ("final train loss", f"{summary['train_loss']:.4f}"),
-        ("final val loss", "n/a (no validation split)" if val is None else f"{val:.4f}"),
-        ("precision / device", f"{summary['precision']} / {summary['device']}"),
-        ("checkpoint", f"`{summary['checkpoint']}`"),
-        ("dataset digest", f"`{summary['dataset_digest'][:16]}`"),
-        ("MLflow", link),
-    ]
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"# Training summary\n\n| | |\n|---|---|\n{table}\n\n```json\n{json.dumps(summary)}\n```"
+    rows = {
+        "model": summary["model_uri"],
+        "steps": summary["steps"],
+        "final train loss": f"{summary['train_loss']:.4f}",
+        "final val loss": "n/a (no validation split)" if val is None else f"{val:.4f}",
+        "precision / device": f"{summary['precision']} / {summary['device']}",
+        "checkpoint": summary["checkpoint"],
+        "dataset digest": summary["dataset_digest"],
+        "MLflow run": link,
+    }
+    return [{"what": key, "value": value} for key, value in rows.items()]

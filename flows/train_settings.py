@@ -9,15 +9,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from flows.home import gptforge_home
-from model.config import preset as model_preset
-from model.train_config import TrainConfig
-from pipeline.config import ConfigError
+from gptforge.flows.home import gptforge_home
+from gptforge.model.config import preset as model_preset
+from gptforge.model.train_config import TrainConfig
+from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.settings import check_output
 
 
 def train_config(
-    data_dir: str,
-    out_dir: str | None,
+    data: str,
+    out: str | None,
     preset: str = "tiny",
     model_overrides: dict[str, Any] | None = None,
     init_from: str | None = None,
@@ -25,18 +26,20 @@ def train_config(
 ) -> TrainConfig:
     """The validated TrainConfig: the model from its preset and overrides, a fresh checkpoint
     directory when none is given; every other setting goes to TrainConfig as it is."""
-    if out_dir is None and (settings.get("resume") or "RANK" in os.environ):
-        raise ConfigError("out_dir", "resume and torchrun need an explicit out_dir")
+    if out is not None:
+        check_output("out", out)  # '' is refused, not taken as "a new directory"
+    if out is None and (settings.get("resume") or "RANK" in os.environ):
+        raise ConfigError("out", "resume and torchrun need an explicit checkpoint directory")
     cfg = TrainConfig(  # checks every setting before the data is opened
-        data_dir=Path(data_dir),
-        out_dir=Path(out_dir or "."),
+        data_dir=Path(data),
+        out_dir=Path(out or "."),
         model=model_preset(preset, **(model_overrides or {})),
         init_from=Path(init_from) if init_from else None,
         **settings,
     )
-    if out_dir:
+    if out:
         return cfg
-    from model.data import Dataset  # torch: only once the settings are known to be good
+    from gptforge.model.data import Dataset  # torch: only once the settings are known to be good
 
     return replace(cfg, out_dir=new_out_dir(Dataset.open(cfg.data_dir).digest))
 

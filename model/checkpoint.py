@@ -20,13 +20,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model as load_safetensors
 from safetensors.torch import save_model
 from torch import nn
 
-from model.config import GPTConfig
-from model.gpt import GPT
+from gptforge.model.config import GPTConfig
+from gptforge.model.gpt import GPT
+from gptforge.pipeline.atomic import write_text_atomic
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -34,10 +37,12 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 OPTIMIZER = "optimizer.pt"
 TRAINER_STATE = "trainer_state.json"
+TRAINER_STATE_KEYS = ("step", "history", "rng")
 
 
 class CheckpointError(FileNotFoundError):
-    pass
+    """No checkpoint at a path, or a file of it that is missing, truncated or not what it
+    should be; the message names the file."""
 
 
 def save_checkpoint(
@@ -52,8 +57,8 @@ def save_checkpoint(
     root = Path(out_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{state['step']:07d}"
+    _remove_abandoned(root)
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_model(model, str(tmp / WEIGHTS))
     model.config.save(tmp / CONFIG)
@@ -68,7 +73,7 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_atomic(root / LATEST, final.name + "\n")
+    write_text_atomic(root / LATEST, final.name + "\n")
     _prune(root, keep_last)
     return final
 
@@ -91,9 +96,40 @@ def resolve_checkpoint(path: Path) -> Path:
 def load_model(path: Path, device: torch.device | str = "cpu") -> GPT:
     """The GPT from a checkpoint, in eval mode: all that generation needs."""
     directory = resolve_checkpoint(path)
-    model = GPT(GPTConfig.load(directory / CONFIG))
+    model = GPT(check_checkpoint(directory))
     load_weights(model, directory)
     return model.to(device).eval()
+
+
+def read_config(directory: Path) -> GPTConfig:
+    """The checkpoint's model config; a missing, garbled or unknown one names the file."""
+    path = Path(directory) / CONFIG
+    try:
+        return GPTConfig.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: not a model config ({_reason(exc)})") from exc
+
+
+def check_checkpoint(directory: Path) -> GPTConfig:
+    """The config of a checkpoint whose weights file fits it, read from the safetensors
+    header alone (names, shapes, and that the file is as long as the header says): a
+    truncated or foreign file is refused before a model is built or a run is opened."""
+    config = read_config(directory)
+    path = Path(directory) / WEIGHTS
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            names = weights.keys()  # a safe_open handle is not iterable
+            found = {name: tuple(weights.get_slice(name).get_shape()) for name in names}
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{path}: not a complete safetensors file ({_reason(exc)})") from exc
+    with torch.device("meta"):  # shapes only, no memory
+        model = GPT(config)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    wrong = [n for n, shape in found.items() if expected.get(n) != shape]
+    if wrong or len(found) != len(list(model.parameters())):
+        what = f"{wrong[0]} is {found[wrong[0]]}" if wrong else f"{len(found)} tensors"
+        raise CheckpointError(f"{path}: does not fit {CONFIG} ({what})")
+    return config
 
 
 def load_weights(model: nn.Module, directory: Path) -> None:
@@ -114,13 +150,27 @@ def load_training_state(
     optimizer.load_state_dict(saved["optimizer"])
     if scaler is not None and saved["scaler"]:
         scaler.load_state_dict(saved["scaler"])
-    state = json.loads((directory / TRAINER_STATE).read_text(encoding="utf-8"))
+    state = read_trainer_state(directory)
     _set_rng_state(state.pop("rng"))
     return state
 
 
 def read_trainer_state(directory: Path) -> dict[str, Any]:
-    return json.loads((Path(directory) / TRAINER_STATE).read_text(encoding="utf-8"))
+    """What resume needs from `trainer_state.json`; a garbled or incomplete one names the file."""
+    path = Path(directory) / TRAINER_STATE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: not a trainer state ({_reason(exc)})") from exc
+    missing = [k for k in TRAINER_STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing or not isinstance(state["step"], int):
+        key = (missing or ["step"])[0]
+        raise CheckpointError(f"{path}: not a trainer state (no valid {key!r})")
+    return state
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc).splitlines()[0] or type(exc).__name__
 
 
 def _rng_state() -> dict[str, Any]:
@@ -137,11 +187,13 @@ def _set_rng_state(rng: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([tensor(s) for s in rng["cuda"]])
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    _fsync(tmp)
-    os.replace(tmp, path)
+def _remove_abandoned(root: Path) -> None:
+    """Temporary checkpoint directories of writers that are gone (a crash, a SIGKILL) or of
+    this process (an earlier failed save): nothing will ever finish them."""
+    for tmp in root.glob(".step_*.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid() or not psutil.pid_exists(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fsync(path: Path) -> None:

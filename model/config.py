@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError
-from pipeline.tokenizer import TOKENIZER_NAME, VOCAB_SIZE
+from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.tokenizer import TOKENIZER_NAME, VOCAB_SIZE
 
 # GPT-2's 50257 tokens padded up to a multiple of 64: faster matmuls, same model (as in nanoGPT).
 PADDED_VOCAB_SIZE = 50304

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import Tensor
 
-from model.config import GPTConfig
+from gptforge.model.config import GPTConfig
 
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.config import ConfigError
-from pipeline.manifest import ManifestError, load_manifest
-from pipeline.shards import read_shard
+from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.manifest import ManifestError, load_manifest
+from gptforge.pipeline.shards import read_shard
 
 # Eval windows use their own stream so they never collide with a training step's.
 _EVAL_STREAM = 2**32 - 1

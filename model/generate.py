@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from model.gpt import GPT
-from model.kv_cache import KVCache
-from model.sampling import Processor, build_processors, next_tokens
-from model.sampling_config import SamplingConfig
-from pipeline.config import ConfigError
-from pipeline.tokenizer import EOT_TOKEN
+from gptforge.model.gpt import GPT
+from gptforge.model.kv_cache import KVCache
+from gptforge.model.sampling import Processor, build_processors, next_tokens
+from gptforge.model.sampling_config import SamplingConfig
+from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.tokenizer import EOT_TOKEN
 
 Decode = Callable[[list[int]], str]
 
@@ -283,17 +283,8 @@ class _Batch:
         self.padded = bool(self.pad.any())
         if self.uniforms is not None:
             self.uniforms = self.uniforms[index]
-        cache = self.cache
-        if cache is None:
-            return
-        used = cache.pos - shift
-        for name in ("k", "v"):
-            old = getattr(cache, name)
-            new = old.new_empty((old.size(0), len(rows), *old.shape[2:]))
-            new[:, :, :, :used] = old[:, index, :, shift : cache.pos]
-            setattr(cache, name, new)
-        cache.pos = used
-        cache.pad = self.pad if self.padded else None
+        if self.cache is not None:
+            self.cache.keep(index, shift, self.pad if self.padded else None)
 
 
 def _uniforms(sampling: SamplingConfig, row: _Row) -> Tensor:

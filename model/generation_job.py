@@ -9,10 +9,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from model.sampling_config import SamplingConfig
-from pipeline.config import ConfigError
+from gptforge.model.sampling_config import SWEEPABLE, SamplingConfig
+from gptforge.pipeline.config import ConfigError
 
-SWEEPABLE = ("temperature", "top_k", "top_p", "repetition_penalty")
 SETTING_NAMES = tuple(f.name for f in fields(SamplingConfig))
 
 

@@ -11,8 +11,8 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.config import GPTConfig
-from model.kv_cache import KVCache, attention_mask, positions
+from gptforge.model.config import GPTConfig
+from gptforge.model.kv_cache import KVCache, attention_mask, positions
 
 
 class CausalSelfAttention(nn.Module):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from model.config import GPTConfig
+from gptforge.model.config import GPTConfig
 
 
 class KVCache:
@@ -48,12 +48,18 @@ class KVCache:
     def advance(self, n: int) -> None:
         self.pos += n
 
-    def reorder(self, rows: Tensor) -> None:
-        """Keep only `rows` of the batch (drop finished sequences to save compute)."""
-        self.k = self.k[:, rows]
-        self.v = self.v[:, rows]
-        if self.pad is not None:
-            self.pad = self.pad[rows]
+    def keep(self, rows: Tensor, shift: int, pad: Tensor | None) -> None:
+        """Keep only `rows` of the batch and drop their first `shift` slots (padding that every
+        kept row has), so finished rows cost nothing and the freed slots can be filled.
+        `pad` is the kept rows' padding after the shift (None: no row is padded)."""
+        used = self.pos - shift
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = old.new_empty((old.size(0), len(rows), *old.shape[2:]))
+            new[:, :, :, :used] = old[:, rows, :, shift : self.pos]
+            setattr(self, name, new)
+        self.pos = used
+        self.pad = pad
 
 
 def positions(start: int, length: int, pad: Tensor | None, device: torch.device) -> Tensor:

@@ -26,7 +26,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from model.sampling_config import SamplingConfig
+from gptforge.model.sampling_config import SamplingConfig
 
 
 @dataclass(frozen=True)

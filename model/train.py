@@ -15,10 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from model import checkpoint
-from model.config import GPTConfig
-from model.data import Dataset, TokenWindows
-from model.distributed import (
+from gptforge.model import checkpoint
+from gptforge.model.data import Dataset, TokenWindows
+from gptforge.model.distributed import (
     World,
     barrier,
     init_world,
@@ -28,13 +27,13 @@ from model.distributed import (
     wants_cuda,
     wrap,
 )
-from model.gpt import GPT
-from model.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
-from model.plots import plot_loss_curve
-from model.precision import autocast, grad_scaler, resolve_precision
-from model.throughput import peak_flops
-from model.train_config import TrainConfig
-from pipeline.config import ConfigError
+from gptforge.model.gpt import GPT
+from gptforge.model.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
+from gptforge.model.memory import check_training_memory
+from gptforge.model.precision import autocast, grad_scaler, resolve_precision
+from gptforge.model.throughput import peak_flops
+from gptforge.model.train_config import TrainConfig
+from gptforge.pipeline.config import ConfigError
 
 
 class Callbacks:
@@ -56,7 +55,6 @@ class TrainResult:
     precision: str
     device: str
     dataset_digest: str
-    plot: Path | None
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -86,7 +84,9 @@ def validate(cfg: TrainConfig) -> Checked:
     cuda = wants_cuda(cfg.device)
     if cuda and not torch.cuda.is_available():
         raise ConfigError("device", "cuda requested but no CUDA device is available")
-    precision = resolve_precision(cfg.precision, torch.device("cuda" if cuda else "cpu"))
+    device = torch.device("cuda" if cuda else "cpu")
+    precision = resolve_precision(cfg.precision, device)
+    check_training_memory(cfg, precision, device)  # before anything is allocated
     dataset = Dataset.open(cfg.data_dir)
     if dataset.tokenizer != cfg.model.tokenizer:
         raise ConfigError(
@@ -132,6 +132,31 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     span = max(1, cfg.max_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
+
+
+SCHEDULE = ("max_steps", "warmup_steps", "learning_rate", "min_lr")
+
+
+def schedule_change(cfg: TrainConfig, resume_from: Path | None) -> str | None:
+    """What a resume changes in the learning-rate schedule, if anything. Warmup and the cosine
+    decay are laid over max_steps, so extending a run (a larger max_steps) stretches the decay
+    from the resumed step on: the result differs from a run started with the new settings."""
+    if resume_from is None:
+        return None
+    state = checkpoint.read_trainer_state(resume_from)
+    saved = state.get("settings", {})
+    changed = [
+        f"{name} {saved[name]} -> {getattr(cfg, name)}"
+        for name in SCHEDULE
+        if name in saved and saved[name] != getattr(cfg, name)
+    ]
+    if not changed:
+        return None
+    return (
+        f"resuming at step {state['step']} with a different learning-rate schedule "
+        f"({', '.join(changed)}): the steps from here follow the new one, so the result "
+        "differs from a run started with these settings"
+    )
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -276,9 +301,6 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks, stop: StopReque
             barrier(world)
         if stopping and not final:
             raise TrainingInterrupted(step, checkpoint.resolve_checkpoint(cfg.out_dir), stop.signum)
-    plot = None
-    if world.is_main and history:
-        plot = plot_loss_curve(history, cfg.out_dir / "loss_curve.png")
     final_checkpoint = checkpoint.resolve_checkpoint(cfg.out_dir)
     val_losses = [h["val_loss"] for h in history if "val_loss" in h]
     return TrainResult(
@@ -289,7 +311,6 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks, stop: StopReque
         precision=precision,
         device=str(device),
         dataset_digest=setup.dataset.digest,
-        plot=plot,
         history=history,
     )
 
@@ -341,7 +362,10 @@ def _check_checkpoints(cfg: TrainConfig, dataset: Dataset) -> Path | None:
     except checkpoint.CheckpointError as exc:
         raise ConfigError("resume", f"nothing to resume: {exc}") from exc
     _check_same_model(latest, cfg, "resume")
-    saved = checkpoint.read_trainer_state(latest)
+    try:
+        saved = checkpoint.read_trainer_state(latest)
+    except checkpoint.CheckpointError as exc:
+        raise ConfigError("resume", str(exc)) from exc
     if saved["step"] > cfg.max_steps:
         raise ConfigError("max_steps", f"the checkpoint is at step {saved['step']}, past max_steps")
     _check_same_run(latest, saved, cfg, dataset)
@@ -371,7 +395,10 @@ def _check_same_run(directory: Path, saved: dict, cfg: TrainConfig, dataset: Dat
 
 
 def _check_same_model(directory: Path, cfg: TrainConfig, field_name: str) -> None:
-    saved = GPTConfig.load(directory / checkpoint.CONFIG)
+    try:
+        saved = checkpoint.check_checkpoint(directory)  # garbled or truncated files, named
+    except checkpoint.CheckpointError as exc:
+        raise ConfigError(field_name, str(exc)) from exc
     if saved.tokenizer != cfg.model.tokenizer:
         raise ConfigError(
             "tokenizer",

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from model.config import GPTConfig, preset
-from pipeline.settings import ConfigError, check_fields, setting
+from gptforge.model.config import GPTConfig, preset
+from gptforge.pipeline.settings import ConfigError, check_fields, setting
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from pipeline.settings import ConfigError, check_fields, setting
-from pipeline.workers import default_workers
+from gptforge.pipeline.settings import ConfigError, check_fields, check_output, setting
+from gptforge.pipeline.workers import default_workers
 
 # Version control and tool caches only. Not `build`, `dist`, `target` or `venv`: real source
 # has those names (pip's _internal/operations/build, CPython's Lib/venv); a virtualenv is
@@ -64,13 +64,13 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(Path(s).expanduser() for s in self.sources))
-        object.__setattr__(self, "out", Path(self.out).expanduser())
+        object.__setattr__(self, "out", check_output("out", self.out))
         for name in ("include", "exclude", "pdf_passwords"):
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, (value,))
             else:
-                object.__setattr__(self, name, tuple(value))
+                object.__setattr__(self, name, tuple(value or ()))
         self._validate()
         if self.workers is None:
             object.__setattr__(self, "workers", default_workers())

@@ -22,8 +22,8 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pipeline.config import IngestConfig
-from pipeline.globs import (
+from gptforge.pipeline.config import IngestConfig
+from gptforge.pipeline.globs import (
     IGNORE_FILES,
     IgnoreFile,
     ignored_by,
@@ -31,8 +31,8 @@ from pipeline.globs import (
     read_ignore_file,
     stack_ignore_files,
 )
-from pipeline.names import display_path
-from pipeline.records import FoundFile
+from gptforge.pipeline.names import display_path
+from gptforge.pipeline.records import FoundFile
 
 # Not files: reading them hangs (/dev/zero is endless), leaks the machine's state into a
 # dataset, or loops (/dev/fd -> /proc/self/fd holds the walk's own descriptors).

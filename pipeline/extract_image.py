@@ -6,8 +6,8 @@ import io
 
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from pipeline.ocr import OcrError, ocr_image, tesseract_problem
-from pipeline.records import Extraction, ExtractionError
+from gptforge.pipeline.ocr import OcrError, ocr_image, tesseract_problem
+from gptforge.pipeline.records import Extraction, ExtractionError
 
 MULTI_PAGE_FORMATS = ("TIFF", "MPO")
 

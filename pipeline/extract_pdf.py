@@ -28,9 +28,9 @@ from PIL import Image
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError, PyPdfError
 
-from pipeline.ocr import OcrError, ocr_image, tesseract_problem
-from pipeline.records import Extraction, ExtractionError
-from pipeline.textdecode import normalize_text
+from gptforge.pipeline.ocr import OcrError, ocr_image, tesseract_problem
+from gptforge.pipeline.records import Extraction, ExtractionError
+from gptforge.pipeline.textdecode import normalize_text
 
 MIN_PAGE_ALNUM = 20
 MAX_GARBAGE_FRACTION = 0.1

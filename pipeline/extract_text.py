@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from pipeline.records import Extraction, ExtractionError
-from pipeline.textdecode import decode_text, normalize_text
+from gptforge.pipeline.records import Extraction, ExtractionError
+from gptforge.pipeline.textdecode import decode_text, normalize_text
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 TEXT_MIMES = ("text/plain", "text/markdown", "text/latex")

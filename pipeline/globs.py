@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from pathspec import GitIgnoreSpec
 
-from pipeline.names import display_path
+from gptforge.pipeline.names import display_path
 
 # Within one directory and across all of them, `.ignore` outranks `.gitignore` (as in ripgrep).
 IGNORE_FILES = (".ignore", ".gitignore")

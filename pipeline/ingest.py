@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.cache import EXTRACTOR_VERSION, ExtractionCache, cache_key
-from pipeline.config import IngestConfig
-from pipeline.discover import discover
-from pipeline.jobs import ExtractJob, lost_batch, run_batch
-from pipeline.manifest import (
+from gptforge.pipeline.cache import EXTRACTOR_VERSION, ExtractionCache, cache_key
+from gptforge.pipeline.config import IngestConfig
+from gptforge.pipeline.discover import discover
+from gptforge.pipeline.errors import RunError, write_failure
+from gptforge.pipeline.jobs import ExtractJob, lost_batch, run_batch
+from gptforge.pipeline.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     SPLITS,
@@ -28,12 +29,12 @@ from pipeline.manifest import (
     tokenizer_info,
     write_manifest,
 )
-from pipeline.names import display_path
-from pipeline.ocr import check_languages
-from pipeline.records import FileRecord, Kind, Status
-from pipeline.shards import ShardWriter, commit
-from pipeline.sniff import SNIFF_BYTES, sniff
-from pipeline.workers import WorkerPool, start_forkserver
+from gptforge.pipeline.names import display_path
+from gptforge.pipeline.ocr import check_languages
+from gptforge.pipeline.records import FileRecord, Kind, Status
+from gptforge.pipeline.shards import ShardWriter, commit
+from gptforge.pipeline.sniff import SNIFF_BYTES, sniff
+from gptforge.pipeline.workers import WorkerPool, start_forkserver
 
 Progress = Callable[[str, int, int], None]
 # A batch of small files is ~40 ms of work: little imbalance at the end of a run, and the
@@ -46,8 +47,8 @@ EMPTY_REASONS = {
 }
 
 
-class IngestError(RuntimeError):
-    pass
+class IngestError(RunError):
+    """Ingest cannot go on: the output is locked by another ingest or cannot be written."""
 
 
 @dataclass
@@ -92,12 +93,16 @@ def cache_for(cfg: IngestConfig) -> ExtractionCache:
 @contextmanager
 def locked(out: Path) -> Iterator[None]:
     """One ingest per output directory at a time; a killed holder releases it with its life."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as fh:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fh = open(out / ".lock", "w")  # noqa: SIM115 - closed below, after the error handling
+    except OSError as exc:
+        raise write_failure(out / ".lock", exc) from exc
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise IngestError(f"another ingest is writing to {out}") from exc
+            raise IngestError(f"another ingest is writing to {out}; wait for it to end") from exc
         for stale in [*out.glob("shards/.*.tmp"), *out.glob(".*.tmp")]:
             stale.unlink(missing_ok=True)
         yield
@@ -157,7 +162,8 @@ def extract(
     """Extract a batch of the plan's jobs into the cache; one result dict per job, in order.
 
     Small text files travel to the workers in batches; a batch whose process died or timed
-    out is run again file by file, so that only the file that caused it is reported.
+    out is run again file by file, so that only the file that caused it is reported. A cache
+    that cannot be written (a full disk) stops the ingest: no later file would fare better.
     """
     done = 0
 
@@ -172,6 +178,8 @@ def extract(
     for batch, results in zip(batches, pool.map(batches, on_done=tick), strict=True):
         if results is None:
             results = [alone for (alone,) in pool.map([[job] for job in batch], on_done=tick)]
+        if fatal := next((r["fatal"] for r in results if "fatal" in r), None):
+            raise IngestError(fatal)
         extracted.extend(results)
     return extracted
 

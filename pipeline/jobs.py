@@ -10,10 +10,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.cache import ExtractionCache
-from pipeline.extract_text import extract_notebook, extract_plain
-from pipeline.records import Extraction, ExtractionError, Kind, Status
-from pipeline.tokenizer import encode_array
+from gptforge.pipeline.cache import ExtractionCache
+from gptforge.pipeline.errors import write_failure
+from gptforge.pipeline.extract_text import extract_notebook, extract_plain
+from gptforge.pipeline.records import Extraction, ExtractionError, Kind, Status
+from gptforge.pipeline.tokenizer import encode_array
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,12 @@ def run_job(job: ExtractJob) -> dict:
         "tokens": int(tokens.size),
         "doc_sha256": hashlib.sha256(text_utf8).hexdigest(),
     }
-    ExtractionCache(Path(job.cache_dir)).put(job.key, meta, text_utf8, tokens)
+    try:
+        ExtractionCache(Path(job.cache_dir)).put(job.key, meta, text_utf8, tokens)
+    except OSError as exc:  # a full or read-only disk: no later file can be cached either
+        return failed(job, "the extraction cache cannot be written") | {
+            "fatal": str(write_failure(job.cache_dir, exc))
+        }
     return {"status": Status.OK, "reason": None, **meta}
 
 
@@ -78,7 +84,7 @@ def extract(data: bytes, job: ExtractJob) -> Extraction:
     """The PDF and image extractors are imported on first use (pypdf, pdfium and Pillow take
     ~0.3 s): a worker that only reads text never pays for them."""
     if job.kind == Kind.PDF:
-        from pipeline.extract_pdf import extract_pdf
+        from gptforge.pipeline.extract_pdf import extract_pdf
 
         return extract_pdf(
             data,
@@ -89,7 +95,7 @@ def extract(data: bytes, job: ExtractJob) -> Extraction:
             job.max_image_pixels,
         )
     if job.kind == Kind.IMAGE:
-        from pipeline.extract_image import extract_image
+        from gptforge.pipeline.extract_image import extract_image
 
         return extract_image(data, job.ocr_lang, job.ocr_timeout_s, job.max_image_pixels)
     if job.kind == Kind.NOTEBOOK:

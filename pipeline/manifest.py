@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.tokenizer import EOT_TOKEN, TOKENIZER_NAME, VOCAB_SIZE
+from gptforge.pipeline.atomic import write_text_atomic
+from gptforge.pipeline.tokenizer import EOT_TOKEN, TOKENIZER_NAME, VOCAB_SIZE
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "gptforge.manifest/1"
@@ -37,9 +37,7 @@ def dataset_digest(splits: dict[str, dict[str, Any]]) -> str:
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
     final = Path(directory) / MANIFEST_NAME
-    tmp = final.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(manifest_json(manifest), encoding="utf-8")
-    os.replace(tmp, final)
+    write_text_atomic(final, manifest_json(manifest))
     return final
 
 

@@ -6,7 +6,6 @@ the planning process never need.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,11 +15,8 @@ from typing import TypeVar
 
 from PIL import Image, ImageOps
 
-from pipeline.config import ConfigError
-from pipeline.textdecode import normalize_text
-
-# Tesseract's own OpenMP threads slow it down when every core already runs one tesseract.
-os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.textdecode import normalize_text
 
 NOT_INSTALLED = "tesseract is not installed (apt-get install tesseract-ocr)"
 PROBE_TIMEOUT_S = 10.0

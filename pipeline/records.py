@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pipeline.names import display_path
+from gptforge.pipeline.names import display_path
 
 
 class Kind(StrEnum):

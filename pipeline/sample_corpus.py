@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from reportlab.lib.pagesizes import A5
 from reportlab.pdfgen import canvas
 
-from pipeline.config import ConfigError
+from gptforge.pipeline.config import ConfigError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "model", "flows")

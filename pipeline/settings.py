@@ -5,7 +5,10 @@ setting raises. Plain Python: importing this pulls in nothing heavy."""
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import MISSING, field, fields
+from pathlib import Path
 from typing import Any
 
 
@@ -52,28 +55,61 @@ def check_fields(config: object) -> None:
             if not isinstance(value, bool):
                 raise ConfigError(f.name, f"must be true or false, got {value!r}")
             continue
-        if kind.startswith("int") and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ConfigError(f.name, f"must be an integer, got {value!r}")
-        if kind.startswith("float") and (
-            not isinstance(value, int | float) or isinstance(value, bool)
-        ):
-            raise ConfigError(f.name, f"must be a number, got {value!r}")
-        if isinstance(value, int | float) and (problem := out_of_range(value, f.metadata)):
-            raise ConfigError(f.name, f"must be {problem}, got {value!r}")
+        allowed = allowed_range(f.metadata)
+        number = "an integer" if kind.startswith("int") else "a finite number"
+        if kind.startswith(("int", "float")) and not _is_number(value, kind.startswith("int")):
+            raise ConfigError(f.name, f"must be {number}{allowed and ' ' + allowed}, got {value!r}")
+        if isinstance(value, int | float) and not _within(value, f.metadata):
+            raise ConfigError(f.name, f"must be {allowed}, got {value!r}")
 
 
-def out_of_range(value: float, bounds: Any) -> str | None:
-    """The first declared bound `value` breaks, as words ('>= 1'), or None."""
-    tests = {
-        "ge": (">=", lambda b: value >= b),
-        "gt": (">", lambda b: value > b),
-        "le": ("<=", lambda b: value <= b),
-        "lt": ("<", lambda b: value < b),
+def check_output(field_name: str, path: str | Path, *, file: bool = False) -> Path:
+    """Refuse an output path before any work starts: empty (it would mean the current
+    directory), a file where a directory goes or the reverse, a path under a file, or a place
+    this user cannot write (a read-only mount). Returns the path, `~` expanded."""
+    if not str(path).strip():
+        raise ConfigError(field_name, "is empty; give a path (it would be the current directory)")
+    target = Path(path).expanduser()
+    if file and target.is_dir():
+        raise ConfigError(field_name, f"{target} is a directory; give a file name")
+    folder = target.parent if file else target
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        where = "is a file" if existing == target else f"lies under {existing}, which is a file"
+        raise ConfigError(field_name, f"{target} {where}; give a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(field_name, f"cannot write to {existing} (read-only or not yours)")
+    return target
+
+
+RANGE_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def allowed_range(bounds: Any) -> str:
+    """The declared bounds as words: '> 0 and <= 1'; empty when there are none."""
+    return " and ".join(
+        f"{word} {bounds[key]:g}" for key, word in RANGE_WORDS.items() if key in bounds
+    )
+
+
+def _shown(bound: float) -> str:
+    return f"{bound:_}" if isinstance(bound, int) else f"{bound:g}"
+
+
+def _is_number(value: object, integer: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) if integer else math.isfinite(value)
+
+
+def _within(value: float, bounds: Any) -> bool:
+    checks = {
+        "ge": lambda b: value >= b,
+        "gt": lambda b: value > b,
+        "le": lambda b: value <= b,
+        "lt": lambda b: value < b,
     }
-    for key, (word, ok) in tests.items():
-        if key in bounds and not ok(bounds[key]):
-            return f"{word} {bounds[key]:g}"
-    return None
+    return all(ok(bounds[key]) for key, ok in checks.items() if key in bounds)
 
 
 def defaults(settings: type) -> dict[str, Any]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.tokenizer import EOT_TOKEN
+from gptforge.pipeline.errors import write_failure
+from gptforge.pipeline.tokenizer import EOT_TOKEN
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -48,17 +50,28 @@ class ShardWriter:
     def add(self, tokens: np.ndarray) -> tuple[str, int]:
         """Append EOT + tokens; returns (shard file name, offset of the EOT token)."""
         needed = len(tokens) + 1
-        if self._fh is None or (self._count and self._count + needed > self.max_tokens):
-            self._next_shard()
-        offset = self._count
-        self._fh.write(EOT_BYTES)
-        self._fh.write(np.ascontiguousarray(tokens, dtype="<u2").data)
+        with self._writing():
+            if self._fh is None or (self._count and self._count + needed > self.max_tokens):
+                self._next_shard()
+            offset = self._count
+            self._fh.write(EOT_BYTES)
+            self._fh.write(np.ascontiguousarray(tokens, dtype="<u2").data)
         self._count += needed
         return self.shards[-1].file, offset
 
     def close(self) -> list[Shard]:
-        self._finish_shard()
+        with self._writing():
+            self._finish_shard()
         return self.shards
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write (a full disk) is one `RunError` naming the shard being written."""
+        try:
+            yield
+        except OSError as exc:
+            where = self.shards[-1].tmp if self.shards else self.directory
+            raise write_failure(where, exc) from exc
 
     def _next_shard(self) -> None:
         self._finish_shard()

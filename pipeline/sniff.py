@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from pipeline.records import Kind
-from pipeline.signatures import binary_format, image_format
-from pipeline.textdecode import CONTROL_BYTES, CONTROL_SHARE, has_bom, utf16_without_bom
+from gptforge.pipeline.records import Kind
+from gptforge.pipeline.signatures import binary_format, image_format
+from gptforge.pipeline.textdecode import CONTROL_BYTES, CONTROL_SHARE, has_bom, utf16_without_bom
 
 SNIFF_BYTES = 8192
 

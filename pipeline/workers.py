@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-PRELOAD = ["pipeline.worker_init"]
+PRELOAD = ["gptforge.pipeline.worker_init"]
 # Jobs sent to a worker ahead of its results: the next one waits in its pipe, so a worker
 # never idles while the dispatcher thread collects a result and sends more work.
 IN_FLIGHT = 2

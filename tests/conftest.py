@@ -22,7 +22,7 @@ def gptforge_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ["GPTFORGE_HOME"] = str(home)
     os.environ["PREFECT_HOME"] = str(home / "prefect")
     yield home
-    from flows.servers import down
+    from gptforge.flows.servers import down
 
     down(home)  # the embedded Prefect server that CLI tests started, if any
 
@@ -39,8 +39,8 @@ def prefect(gptforge_home: Path):
 @pytest.fixture(scope="session")
 def token_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real dataset: this project's own docs and sources, ingested to shards."""
-    from pipeline.config import IngestConfig
-    from pipeline.ingest import ingest
+    from gptforge.pipeline.config import IngestConfig
+    from gptforge.pipeline.ingest import ingest
 
     repo = Path(__file__).resolve().parent.parent
     out = tmp_path_factory.mktemp("token-data")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from train_helpers import micro_config
 
-from model.train import train
+from gptforge.model.train import train
 
 if __name__ == "__main__":
     data, out = Path(sys.argv[1]), Path(sys.argv[2])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.discover import Discovery
+from gptforge.pipeline.discover import Discovery
 
 
 def to_read(found: Discovery) -> list[str]:

@@ -6,9 +6,9 @@ import re
 
 import docgen
 
-from pipeline.extract_image import extract_image
-from pipeline.extract_pdf import extract_pdf
-from pipeline.records import Extraction
+from gptforge.pipeline.extract_image import extract_image
+from gptforge.pipeline.extract_pdf import extract_pdf
+from gptforge.pipeline.records import Extraction
 
 LANG, DPI, OCR_TIMEOUT = "eng", 300, 60.0
 MAX_PIXELS = 180_000_000

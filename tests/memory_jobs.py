@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import resource
 
-from pipeline.jobs import ExtractJob, run_job
+from gptforge.pipeline.jobs import ExtractJob, run_job
 
 
 def allocate(n_bytes: int) -> int:

@@ -17,9 +17,9 @@ from browser import CHROMIUM, dump_dom, screenshot, visible_text
 from test_servers import free_port
 from train_helpers import micro_config
 
-from flows import servers
-from flows.home import QUIET_ENV
-from model.train import train
+from gptforge.flows import servers
+from gptforge.flows.home import QUIET_ENV
+from gptforge.model.train import train
 
 pytestmark = [
     pytest.mark.slow,

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from trees import write_tree
 
-from pipeline.config import IngestConfig
-from pipeline.discover import Discovery, discover
-from pipeline.globs import matches
-from pipeline.records import FoundFile
+from gptforge.pipeline.config import IngestConfig
+from gptforge.pipeline.discover import Discovery, discover
+from gptforge.pipeline.globs import matches
+from gptforge.pipeline.records import FoundFile
 
 
 def run(root: Path, out: Path | None = None, **settings) -> Discovery:

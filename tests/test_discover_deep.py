@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.config import IngestConfig
-from pipeline.discover import discover
+from gptforge.pipeline.config import IngestConfig
+from gptforge.pipeline.discover import discover
 
 LEVELS = 1200
 

@@ -10,9 +10,9 @@ import pytest
 from discovery_views import pruned, skipped, to_read
 from trees import write_tree
 
-from pipeline.config import IngestConfig
-from pipeline.discover import Discovery, discover
-from pipeline.ingest import ingest
+from gptforge.pipeline.config import IngestConfig
+from gptforge.pipeline.discover import Discovery, discover
+from gptforge.pipeline.ingest import ingest
 
 
 def run(root: Path, **settings) -> Discovery:

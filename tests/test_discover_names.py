@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import IngestConfig
-from pipeline.discover import discover
-from pipeline.names import display_path
+from gptforge.pipeline.config import IngestConfig
+from gptforge.pipeline.discover import discover
+from gptforge.pipeline.names import display_path
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ import pytest
 from discovery_views import pruned, skipped, to_read
 from trees import write_tree
 
-from pipeline.config import ConfigError, IngestConfig
-from pipeline.discover import Discovery, discover
-from pipeline.ingest import ingest
-from pipeline.shards import read_shard
-from pipeline.tokenizer import decode
+from gptforge.pipeline.config import ConfigError, IngestConfig
+from gptforge.pipeline.discover import Discovery, discover
+from gptforge.pipeline.ingest import ingest
+from gptforge.pipeline.shards import read_shard
+from gptforge.pipeline.tokenizer import decode
 
 
 def run(*sources: Path, **settings) -> Discovery:

@@ -21,13 +21,13 @@ import pytest
 from train_helpers import weights
 from trees import write_tree
 
-from flows import servers
-from model.checkpoint import read_trainer_state, resolve_checkpoint
+from gptforge.flows import servers
+from gptforge.model.checkpoint import read_trainer_state, resolve_checkpoint
 
 pytestmark = pytest.mark.slow
 
 GPTFORGE = Path(sys.executable).with_name("gptforge")
-MICRO = ["--set", "n_layer=1", "--set", "n_head=2", "--set", "n_embd=32", "--set", "block_size=32"]
+MICRO = ["--model-overrides", "n_layer=1", "n_head=2", "n_embd=32", "block_size=32"]
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from extract_helpers import (
 )
 from PIL import Image
 
-from pipeline import ocr
-from pipeline.config import ConfigError
-from pipeline.extract_image import extract_image
-from pipeline.ocr import (
+from gptforge.pipeline import ocr
+from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.extract_image import extract_image
+from gptforge.pipeline.ocr import (
     MAX_OCR_PIXELS,
     MIN_OCR_HEIGHT,
     OcrError,
@@ -28,7 +28,7 @@ from pipeline.ocr import (
     ocr_image,
     prepare,
 )
-from pipeline.records import ExtractionError
+from gptforge.pipeline.records import ExtractionError
 
 # --- images -----------------------------------------------------------------------------------
 

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reportlab.pdfgen import canvas
 
-from pipeline.extract_pdf import extract_pdf, render_scale
-from pipeline.jobs import ExtractJob, failed
-from pipeline.records import Kind, Status
-from pipeline.workers import MIN_WORKER_MEMORY, WorkerPool, default_memory_limit
+from gptforge.pipeline.extract_pdf import extract_pdf, render_scale
+from gptforge.pipeline.jobs import ExtractJob, failed
+from gptforge.pipeline.records import Kind, Status
+from gptforge.pipeline.workers import MIN_WORKER_MEMORY, WorkerPool, default_memory_limit
 
 CEILING = 1_500_000_000
 SMALL_RENDER = 4_000_000  # pixels: a quick OCR, still ~900x smaller than 300 dpi here

@@ -23,8 +23,8 @@ from extract_helpers import (
 )
 from pypdf import PdfReader
 
-from pipeline.extract_pdf import extract_pdf
-from pipeline.records import Extraction, ExtractionError
+from gptforge.pipeline.extract_pdf import extract_pdf
+from gptforge.pipeline.records import Extraction, ExtractionError
 
 # --- PDFs with a text layer -------------------------------------------------------------------
 

@@ -20,11 +20,11 @@ from extract_helpers import (
 )
 from PIL import Image
 
-from pipeline.cache import ExtractionCache, cache_key
-from pipeline.extract_text import extract_notebook, extract_plain
-from pipeline.jobs import ExtractJob, run_job
-from pipeline.records import ExtractionError, Kind, Status
-from pipeline.tokenizer import (
+from gptforge.pipeline.cache import ExtractionCache, cache_key
+from gptforge.pipeline.extract_text import extract_notebook, extract_plain
+from gptforge.pipeline.jobs import ExtractJob, run_job
+from gptforge.pipeline.records import ExtractionError, Kind, Status
+from gptforge.pipeline.tokenizer import (
     data_dir,
     decode,
     encode,

@@ -16,9 +16,9 @@ import docgen
 import pytest
 from extract_helpers import LANG, PAGE_ONE, PAGE_TWO, image, pdf
 
-from pipeline import ocr
-from pipeline.ocr import NOT_INSTALLED, check_languages
-from pipeline.records import ExtractionError
+from gptforge.pipeline import ocr
+from gptforge.pipeline.ocr import NOT_INSTALLED, check_languages
+from gptforge.pipeline.records import ExtractionError
 
 SCAN_TEXT = "Scanned words nobody can read without tesseract."
 
@@ -107,9 +107,9 @@ def test_a_hanging_tesseract_fails_a_file_in_seconds(hanging_tesseract: float) -
 INGEST = """
 import json, sys
 from pathlib import Path
-from pipeline.config import IngestConfig
-from pipeline.ingest import ingest
-from pipeline.ocr import check_languages
+from gptforge.pipeline.config import IngestConfig
+from gptforge.pipeline.ingest import ingest
+from gptforge.pipeline.ocr import check_languages
 print(json.dumps({"check": check_languages("eng")}))
 manifest = ingest(IngestConfig(sources=(Path(sys.argv[1]),), out=Path(sys.argv[2]), workers=2))
 print(json.dumps({r["path"].rsplit("/", 1)[-1]: [r["status"], r["reason"]]

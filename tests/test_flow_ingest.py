@@ -10,10 +10,10 @@ import pytest
 from prefect.artifacts import Artifact
 from trees import write_tree
 
-from flows.cli import main
-from flows.home import mlflow_uri
-from flows.ingest import ingest_flow
-from flows.tracking import DIGEST_TAG, STAGE_TAG
+from gptforge.flows.cli import main
+from gptforge.flows.home import mlflow_uri
+from gptforge.flows.ingest import ingest_flow
+from gptforge.flows.tracking import DIGEST_TAG, STAGE_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +41,9 @@ def test_flow_writes_dataset_artifact_and_mlflow_run(prefect, docs: Path, tmp_pa
     assert result["counts"]["by_status"] == {"duplicate": 1, "error": 1, "ok": 2, "skipped": 1}
     assert result["tokens"]["train"] == manifest["splits"]["train"]["tokens"] > 0
 
-    artifact = Artifact.get("ingest-summary")
-    assert artifact is not None
-    assert "broken.pdf" in artifact.data and manifest["dataset_digest"] in artifact.data
+    summary, problems = Artifact.get("ingest-summary"), Artifact.get("ingest-problems")
+    assert summary is not None and manifest["dataset_digest"] in summary.data
+    assert problems is not None and problems.type == "table" and "broken.pdf" in problems.data
 
     mlflow.set_tracking_uri(mlflow_uri())
     run = mlflow.get_run(result["mlflow_run_id"])
@@ -62,7 +62,7 @@ def test_flow_writes_dataset_artifact_and_mlflow_run(prefect, docs: Path, tmp_pa
 
 
 def test_flow_rejects_bad_settings_before_reading_anything(prefect, docs: Path, tmp_path) -> None:
-    with pytest.raises(ValueError, match=r"val_fraction: must be < 1"):
+    with pytest.raises(ValueError, match=r"val_fraction: must be >= 0 and < 1"):
         ingest_flow(sources=[str(docs)], out=str(tmp_path / "x"), val_fraction=2.0)
     assert not (tmp_path / "x").exists()
 
@@ -78,4 +78,4 @@ def test_cli_prints_a_summary(prefect, docs: Path, tmp_path: Path, capsys) -> No
 
 def test_cli_reports_invalid_settings_by_name(docs: Path, tmp_path: Path, capsys) -> None:
     assert main(["ingest", str(docs), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
-    assert "invalid setting workers: must be >= 1, got 0" in capsys.readouterr().err
+    assert "invalid setting workers: must be >= 1 and <= 512, got 0" in capsys.readouterr().err

@@ -11,11 +11,11 @@ import mlflow
 import pytest
 from prefect.artifacts import Artifact
 
-from flows.full_pipeline import pipeline_flow
-from flows.generate import TRAIN_RUN_TAG
-from flows.home import mlflow_uri
-from flows.tracking import DIGEST_TAG, STAGE_TAG
-from flows.train import INGEST_RUN_TAG, MODEL_VERSION_TAG
+from gptforge.flows.full_pipeline import pipeline_flow
+from gptforge.flows.generate import TRAIN_RUN_TAG
+from gptforge.flows.home import mlflow_uri
+from gptforge.flows.tracking import DIGEST_TAG, STAGE_TAG
+from gptforge.flows.train import INGEST_RUN_TAG, MODEL_VERSION_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ MICRO = {"block_size": 32, "n_layer": 1, "n_head": 2, "n_embd": 32}
 def run(sources: Path, data: Path, **overrides) -> dict:
     settings = dict(
         sources=[str(sources)],
-        data_dir=str(data),
+        data=str(data),
         model_overrides=MICRO,
         max_steps=4,
         batch_size=2,

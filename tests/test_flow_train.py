@@ -10,15 +10,15 @@ import torch
 from prefect.artifacts import Artifact
 from safetensors.torch import load_file
 
-from flows.cli import main, parse_overrides
-from flows.home import mlflow_uri
-from flows.models import resolve_model
-from flows.tracking import DIGEST_TAG, STAGE_TAG
-from flows.train import INGEST_RUN_TAG, MODEL_VERSION_TAG, train_flow
-from flows.train_settings import train_config
-from model.checkpoint import load_model
-from pipeline.config import ConfigError
-from pipeline.manifest import load_manifest
+from gptforge.flows.cli import main, parse_overrides
+from gptforge.flows.home import mlflow_uri
+from gptforge.flows.models import resolve_model
+from gptforge.flows.tracking import DIGEST_TAG, STAGE_TAG
+from gptforge.flows.train import INGEST_RUN_TAG, MODEL_VERSION_TAG, train_flow
+from gptforge.flows.train_settings import train_config
+from gptforge.model.checkpoint import load_model
+from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.manifest import load_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +29,14 @@ def test_flow_tracks_the_run_and_registers_a_loadable_model(
     prefect, token_data: Path, tmp_path: Path
 ) -> None:
     result = train_flow(
-        data_dir=str(token_data),
-        out_dir=str(tmp_path / "run"),
+        data=str(token_data),
+        out=str(tmp_path / "run"),
         model_overrides=MICRO,
         max_steps=4,
         batch_size=2,
         precision="fp32",
         eval_interval=2,
-        registered_model_name="flow-test",
+        model_name="flow-test",
     )
     digest = load_manifest(token_data)["dataset_digest"]
     mlflow.set_tracking_uri(mlflow_uri())
@@ -91,7 +91,7 @@ def test_cli_train_rejects_bad_settings_with_exit_code_2(
     assert "data_dir" in capsys.readouterr().err
     assert main(["train", "--data", str(token_data), "--precision", "fp16"]) == 2
     assert "fp16 needs a CUDA device" in capsys.readouterr().err
-    assert main(["train", "--data", str(token_data), "--set", "n_layer=0"]) == 2
+    assert main(["train", "--data", str(token_data), "--model-overrides", "n_layer=0"]) == 2
     assert "n_layer" in capsys.readouterr().err
     assert parse_overrides(["n_layer=3", "dropout=0.1", "bias=false"]) == {
         "n_layer": 3,
@@ -101,7 +101,7 @@ def test_cli_train_rejects_bad_settings_with_exit_code_2(
 
 
 def test_a_tokens_per_step_target_sets_the_accumulation(token_data: Path, tmp_path: Path) -> None:
-    settings = dict(data_dir=str(token_data), out_dir=str(tmp_path), model_overrides=MICRO)
+    settings = dict(data=str(token_data), out=str(tmp_path), model_overrides=MICRO)
     cfg = train_config(**settings, batch_size=4, tokens_per_step=4 * 32 * 3)
     assert cfg.grad_accum == 3 and cfg.tokens_per_step_for(1) == 384
     with pytest.raises(ConfigError, match="multiple of batch_size x block_size") as err:

@@ -6,12 +6,12 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from model.config import GPTConfig
-from model.convert import hf_config_kwargs, to_hf
-from model.generate import Generation, TokenEvent, generate, row_seed, stream
-from model.gpt import GPT
-from model.sampling_config import SamplingConfig
-from pipeline.config import ConfigError
+from gptforge.model.config import GPTConfig
+from gptforge.model.convert import hf_config_kwargs, to_hf
+from gptforge.model.generate import Generation, TokenEvent, generate, row_seed, stream
+from gptforge.model.gpt import GPT
+from gptforge.model.sampling_config import SamplingConfig
+from gptforge.pipeline.config import ConfigError
 
 # 512 rows in the model, 500 in the "tokenizer": ids 500..511 are padding and never sampled.
 CONFIG = GPTConfig(

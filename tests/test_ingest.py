@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from trees import write_tree
 
-from pipeline.cache import ExtractionCache, cache_key
-from pipeline.config import ConfigError, IngestConfig
-from pipeline.ingest import (
+from gptforge.pipeline.cache import ExtractionCache, cache_key
+from gptforge.pipeline.config import ConfigError, IngestConfig
+from gptforge.pipeline.ingest import (
     BATCH_BYTES,
     BATCH_FILES,
     IngestError,
@@ -26,10 +26,10 @@ from pipeline.ingest import (
     locked,
     plan,
 )
-from pipeline.jobs import ExtractJob, lost_batch
-from pipeline.manifest import load_manifest
-from pipeline.shards import HEADER_BYTES, SHARD_MAGIC, read_shard
-from pipeline.tokenizer import EOT_TOKEN, decode
+from gptforge.pipeline.jobs import ExtractJob, lost_batch
+from gptforge.pipeline.manifest import load_manifest
+from gptforge.pipeline.shards import HEADER_BYTES, SHARD_MAGIC, read_shard
+from gptforge.pipeline.tokenizer import EOT_TOKEN, decode
 
 PROSE = "The quick brown fox jumps over the lazy dog. " * 20
 
@@ -191,7 +191,8 @@ def test_a_run_killed_at_any_point_completes_on_rerun(tmp_path: Path) -> None:
     expected = _digest_of_clean_run(src, tmp_path / "reference")
     out = tmp_path / "out"
     script = (
-        "import sys; from pipeline.config import IngestConfig; from pipeline.ingest import ingest;"
+        "import sys; from gptforge.pipeline.config import IngestConfig;"
+        "from gptforge.pipeline.ingest import ingest;"
         f"ingest(IngestConfig(sources=[{str(src)!r}], out={str(out)!r}, workers=2))"
     )
     for delay in (0.3, 0.8, 1.2, 1.6, 2.0, 2.5):
@@ -219,7 +220,7 @@ def test_one_ingest_per_output_directory_at_a_time(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("val_fraction", 1.5, "val_fraction: must be < 1"),
+        ("val_fraction", 1.5, "val_fraction: must be >= 0 and < 1"),
         ("workers", 0, "workers: must be >= 1"),
         ("ocr_lang", "en g", "ocr_lang: expected tesseract codes"),
         ("shard_tokens", 10, "shard_tokens: must be >= 1024"),

@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from model.config import PRESETS, GPTConfig, preset
-from model.convert import from_hf, hf_config_kwargs, to_hf
-from model.gpt import GPT
-from model.kv_cache import KVCache
-from pipeline.config import ConfigError
+from gptforge.model.config import PRESETS, GPTConfig, preset
+from gptforge.model.convert import from_hf, hf_config_kwargs, to_hf
+from gptforge.model.gpt import GPT
+from gptforge.model.kv_cache import KVCache
+from gptforge.pipeline.config import ConfigError
 
 SMALL = GPTConfig(
     block_size=32, vocab_size=512, n_layer=3, n_head=4, n_embd=64, tokenizer_vocab_size=500

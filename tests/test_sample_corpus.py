@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from trees import write_tree
 
-from pipeline import sample_corpus
-from pipeline.config import ConfigError
-from pipeline.sample_corpus import MARKER, PACKAGES, build_sample
+from gptforge.pipeline import sample_corpus
+from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.sample_corpus import MARKER, PACKAGES, build_sample
 
 
 def test_a_sample_holds_source_a_pdf_a_scan_and_its_marker(tmp_path: Path):

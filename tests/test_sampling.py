@@ -13,7 +13,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from model.sampling import (
+from gptforge.model.sampling import (
     Candidates,
     RepetitionPenalty,
     SamplingConfig,
@@ -23,7 +23,7 @@ from model.sampling import (
     process,
     sample,
 )
-from pipeline.config import ConfigError
+from gptforge.pipeline.config import ConfigError
 
 # Processors one at a time: the product's defaults (T 0.8, top-k 50, top-p 0.95) switched off.
 NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
@@ -153,8 +153,8 @@ def test_a_uniform_next_to_one_never_picks_a_filtered_token() -> None:
     [
         (dict(temperature=-0.1), "temperature", ">= 0"),
         (dict(temperature=math.nan), "temperature", ">= 0"),
-        (dict(top_p=0.0), "top_p", "(0, 1]"),
-        (dict(top_p=1.5), "top_p", "(0, 1]"),
+        (dict(top_p=0.0), "top_p", "> 0 and <= 1"),
+        (dict(top_p=1.5), "top_p", "> 0 and <= 1"),
         (dict(top_k=-1), "top_k", ">= 0"),
         (dict(top_k=2.5), "top_k", "integer >= 0"),
         (dict(repetition_penalty=0.0), "repetition_penalty", "> 0"),

@@ -13,12 +13,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.config import GPTConfig
-from model.generate import generate
-from model.gpt import GPT
-from model.sampling import build_processors, next_tokens
-from model.sampling_config import SamplingConfig
-from pipeline.tokenizer import VOCAB_SIZE, gpt2_encoding
+from gptforge.model.config import GPTConfig
+from gptforge.model.generate import generate
+from gptforge.model.gpt import GPT
+from gptforge.model.sampling import build_processors, next_tokens
+from gptforge.model.sampling_config import SamplingConfig
+from gptforge.pipeline.tokenizer import VOCAB_SIZE, gpt2_encoding
 
 # The real tokenizer and the real padded vocabulary (50304 rows), on a model small enough to
 # run a few hundred steps per test.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import servers
+from gptforge.flows import servers
 
 
 def free_port() -> int:

@@ -12,9 +12,9 @@ import zipfile
 import pytest
 from PIL import Image
 
-from pipeline.records import Kind
-from pipeline.sniff import SNIFF_BYTES, sniff
-from pipeline.textdecode import decode_text
+from gptforge.pipeline.records import Kind
+from gptforge.pipeline.sniff import SNIFF_BYTES, sniff
+from gptforge.pipeline.textdecode import decode_text
 
 
 def image_bytes(fmt: str, **options) -> bytes:

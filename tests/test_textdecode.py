@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from pipeline.extract_text import extract_plain
-from pipeline.textdecode import decode_text, normalize_text, utf16_without_bom
-from pipeline.tokenizer import decode, encode
+from gptforge.pipeline.extract_text import extract_plain
+from gptforge.pipeline.textdecode import decode_text, normalize_text, utf16_without_bom
+from gptforge.pipeline.tokenizer import decode, encode
 
 GERMAN = "Grüße aus München! Die Straße ist schön, der Käse würzig."
 MIXED = "Grüße, 東京, Ελλάδα, emoji 🎉 and math ∑ x²."

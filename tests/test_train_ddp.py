@@ -11,7 +11,7 @@ import pytest
 import torch
 from train_helpers import micro_config, weights
 
-from model.train import train
+from gptforge.model.train import train
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import time
 import pool_jobs
 import pytest
 
-from pipeline.workers import WorkerPool
+from gptforge.pipeline.workers import WorkerPool
 
 
 def failure(job, reason: str) -> tuple[str, object, str]:
@@ -141,7 +141,7 @@ def test_short_jobs_are_queued_two_deep_and_all_come_back_in_order():
 
 def test_closing_the_pool_fails_the_jobs_a_caller_still_waits_for():
     """Ctrl-C closes the pool while task threads wait in `map`: they must return, not hang."""
-    from pipeline.workers import PoolClosed
+    from gptforge.pipeline.workers import PoolClosed
 
     outcome: list[BaseException] = []
     pool = WorkerPool(pool_jobs.echo, 1, 30, failure)

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from model.config import GPTConfig
-from model.train_config import TrainConfig
+from gptforge.model.config import GPTConfig
+from gptforge.model.train_config import TrainConfig
 
 MICRO = GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=32)
 

@@ -68,7 +68,7 @@ import time
 mode = sys.argv[1]
 from prefect import flow, task
 
-from flows.embedded import orchestrator
+from gptforge.flows.embedded import orchestrator
 
 print(f"IMPORTED {time.time():.6f}", flush=True)
 
@@ -122,7 +122,7 @@ def group_cpu(pgid: int) -> dict[int, float]:
     """CPU seconds (user + system) of each live process in process group `pgid`."""
     import psutil
 
-    from flows.servers import group_members
+    from gptforge.flows.servers import group_members
 
     cpu = {}
     for pid in group_members(pgid):
@@ -139,7 +139,7 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def server_pgid(home: Path) -> int | None:
-    from flows.servers import read_state
+    from gptforge.flows.servers import read_state
 
     info = read_state(home).get("prefect")
     return info["pid"] if info else None
@@ -221,7 +221,7 @@ class Bench:
         elif mode == "embedded-cold" and home and (cold_pgid := server_pgid(home)):
             server_cpu = sum(group_cpu(cold_pgid).values())  # since its start, before `down`
         if mode == "embedded-cold" and home:
-            from flows.servers import down
+            from gptforge.flows.servers import down
 
             down(home)
             shutil.rmtree(home, ignore_errors=True)
@@ -254,7 +254,7 @@ class Bench:
             print(f"     {line}")
 
     def stop_servers(self) -> None:
-        from flows.servers import down
+        from gptforge.flows.servers import down
 
         for home in self.embedded_homes:
             try:

@@ -29,11 +29,11 @@ from collections.abc import Callable
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from model.config import GPTConfig
-from model.convert import hf_config_kwargs, to_hf
-from model.generate import generate
-from model.gpt import GPT
-from model.sampling_config import SamplingConfig
+from gptforge.model.config import GPTConfig
+from gptforge.model.convert import hf_config_kwargs, to_hf
+from gptforge.model.generate import generate
+from gptforge.model.gpt import GPT
+from gptforge.model.sampling_config import SamplingConfig
 
 CONFIG = GPTConfig(block_size=512, n_layer=6, n_head=6, n_embd=384)
 PROMPT_TOKENS = 32

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from textgen import TextGen
 
-from pipeline.cache import ExtractionCache, cache_key
-from pipeline.config import IngestConfig
-from pipeline.ingest import ingest
-from pipeline.sample_corpus import noisy_scan, render_page
+from gptforge.pipeline.cache import ExtractionCache, cache_key
+from gptforge.pipeline.config import IngestConfig
+from gptforge.pipeline.ingest import ingest
+from gptforge.pipeline.sample_corpus import noisy_scan, render_page
 
 WORD = re.compile(r"[a-z]+")
 LINES_PER_PAGE = 34

@@ -212,7 +212,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
 
     from textgen import small_files
 
-    from flows.home import apply_quiet_env
+    from gptforge.flows.home import apply_quiet_env
 
     apply_quiet_env()
     tree = tmp / "tree"
@@ -224,9 +224,9 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         from prefect import flow, task
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-        from flows.ingest import DEFAULT_BATCH_FILES, ingest_flow, record_ingest
-        from pipeline.config import IngestConfig
-        from pipeline.ingest import ingest
+        from gptforge.flows.ingest import DEFAULT_BATCH_FILES, ingest_flow, record_ingest
+        from gptforge.pipeline.config import IngestConfig
+        from gptforge.pipeline.ingest import ingest
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" lines
         n_tasks = 3 + -(-args.files // DEFAULT_BATCH_FILES)  # plan, batches, assemble, MLflow

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from textgen import GeneratedFile, generate_tree
 
-from pipeline.workers import default_workers
+from gptforge.pipeline.workers import default_workers
 
 SIDES = ("raw", "batch", "fresh", "inproc")
 LABELS = {
@@ -51,8 +51,8 @@ LABELS = {
 
 def child_ingest(src: str, out: str, workers: int) -> None:
     """Hidden mode: one cold ingest in this fresh process, timed around the call only."""
-    from pipeline.config import IngestConfig
-    from pipeline.ingest import ingest
+    from gptforge.pipeline.config import IngestConfig
+    from gptforge.pipeline.ingest import ingest
 
     cfg = IngestConfig(sources=[Path(src)], out=Path(out), workers=workers)
     start = time.perf_counter()
@@ -90,8 +90,8 @@ def rates(label: str, mb: float, tokens: int, seconds: float) -> str:
 
 def breakdown(tree: Path, out: Path, workers: int) -> list[tuple[str, float]]:
     """One cold in-process ingest, step by step, with the functions `ingest()` calls."""
-    from pipeline.config import IngestConfig
-    from pipeline.ingest import apply_results, assemble, extract, locked, open_pool, plan
+    from gptforge.pipeline.config import IngestConfig
+    from gptforge.pipeline.ingest import apply_results, assemble, extract, locked, open_pool, plan
 
     cfg = IngestConfig(sources=[tree], out=out, workers=workers)
     steps = []
@@ -122,9 +122,9 @@ def profile_job(tree: Path, files: list[GeneratedFile], cache_dir: Path) -> list
     """What one extraction process does per file (pipeline/jobs.py:run_job), piece by piece."""
     import hashlib
 
-    from pipeline.cache import ExtractionCache
-    from pipeline.textdecode import decode_text
-    from pipeline.tokenizer import encode_array
+    from gptforge.pipeline.cache import ExtractionCache
+    from gptforge.pipeline.textdecode import decode_text
+    from gptforge.pipeline.tokenizer import encode_array
 
     cache = ExtractionCache(cache_dir)
     totals = dict.fromkeys(
@@ -181,9 +181,9 @@ def main() -> None:
     if args.quick:
         args.mb, args.reps, args.profile_mb = 4.0, 1, 2.0
 
-    from pipeline.config import IngestConfig
-    from pipeline.ingest import ingest
-    from pipeline.tokenizer import gpt2_encoding
+    from gptforge.pipeline.config import IngestConfig
+    from gptforge.pipeline.ingest import ingest
+    from gptforge.pipeline.tokenizer import gpt2_encoding
 
     w = args.workers
     with tempfile.TemporaryDirectory(prefix="bench-text-") as tmp_name:

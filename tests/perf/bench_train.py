@@ -29,11 +29,11 @@ import torch
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from model.config import GPTConfig
-from model.convert import hf_config_kwargs, to_hf
-from model.gpt import GPT
-from model.precision import autocast
-from model.train import train_step
+from gptforge.model.config import GPTConfig
+from gptforge.model.convert import hf_config_kwargs, to_hf
+from gptforge.model.gpt import GPT
+from gptforge.model.precision import autocast
+from gptforge.model.train import train_step
 
 CONFIGS = {
     "a": (GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0), 12),

@@ -1,20 +1,21 @@
-"""Plots people would rather look at than read: the loss curve of a training run."""
+"""Plots people would rather look at than read: a run's loss curve, a sweep's diversity.
+
+Drawn on `matplotlib.figure.Figure` directly (the object API): no pyplot state and no global
+backend switch, so importing this module changes nothing for the caller's own plots."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from model.sampling_config import SamplingConfig  # noqa: E402
+from gptforge.model.sampling_config import SamplingConfig
 
 
 def plot_loss_curve(history: list[dict[str, float]], path: Path) -> Path:
     """Train loss at every log step and validation loss at every evaluation, one PNG."""
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig = Figure(figsize=(7, 4), dpi=110)
+    ax = fig.subplots()
     ax.plot([h["step"] for h in history], [h["train_loss"] for h in history], label="train")
     evals = [h for h in history if "val_loss" in h]
     if evals:
@@ -30,7 +31,6 @@ def plot_loss_curve(history: list[dict[str, float]], path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -42,7 +42,8 @@ def plot_diversity(
     for settings, metrics in zip(grid, by_setting.values(), strict=True):
         key = (settings.top_k, settings.top_p, settings.repetition_penalty)
         lines.setdefault(key, []).append((settings.temperature, metrics))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    fig = Figure(figsize=(10, 4), dpi=110)
+    axes = fig.subplots(1, 2)
     for (top_k, top_p, penalty), points in lines.items():
         points.sort(key=lambda p: p[0])
         temps = [t for t, _ in points]
@@ -60,5 +61,4 @@ def plot_diversity(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
