@@ -16,7 +16,7 @@ from torch import Tensor
 
 from gptforge.pipeline.config import ConfigError
 from gptforge.pipeline.manifest import ManifestError, load_manifest
-from gptforge.pipeline.shards import read_shard
+from gptforge.pipeline.shards import ShardFormatError, read_shard
 
 # Eval windows use their own stream so they never collide with a training step's.
 _EVAL_STREAM = 2**32 - 1
@@ -51,7 +51,10 @@ class TokenWindows:
     def __init__(self, data_dir: Path, split: str, block_size: int):
         manifest = load_manifest(Path(data_dir))
         listed = manifest["splits"][split]["shards"]
-        self.shards = [read_shard(Path(data_dir) / s["file"]) for s in listed]
+        try:  # a missing, truncated or replaced shard: one line naming it
+            self.shards = [read_shard(Path(data_dir) / s["file"], s["tokens"]) for s in listed]
+        except ShardFormatError as exc:
+            raise ConfigError("data_dir", str(exc)) from exc
         lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(lengths)])
         self.block_size = block_size

@@ -230,7 +230,7 @@ class _Batch:
         self.padded = bool(self.pad.any())
         self.uniforms = None
         if not job.sampling.greedy:
-            uniforms = [_uniforms(job.sampling, row) for row in rows]
+            uniforms = [_uniforms(job.sampling, row, steps) for row in rows]
             self.uniforms = torch.stack(uniforms).to(self.device)
         self.cache = None
         if not job.no_cache:
@@ -287,12 +287,16 @@ class _Batch:
             self.cache.keep(index, shift, self.pad if self.padded else None)
 
 
-def _uniforms(sampling: SamplingConfig, row: _Row) -> Tensor:
-    """One uniform number per possible step, from the row's own generator."""
+def _uniforms(sampling: SamplingConfig, row: _Row, steps: int) -> Tensor:
+    """One uniform number per step the batch can take, from the row's own generator.
+
+    `steps` is the batch's longest row limit, which the context window caps, not
+    max_new_tokens (10**10 of them would be 80 GB). The numbers are a prefix of the row's one
+    stream, so its text does not depend on the other rows' limits."""
     generator = torch.Generator().manual_seed(
         row_seed(sampling.seed, row.prompt_index, row.sample_index)
     )
-    return torch.rand(sampling.max_new_tokens, generator=generator, dtype=torch.float64)
+    return torch.rand(steps, generator=generator, dtype=torch.float64)
 
 
 def _run_batch(job: _Job, rows: list[_Row]) -> Iterator[TokenEvent | Generation]:

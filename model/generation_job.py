@@ -11,6 +11,9 @@ from typing import Any
 
 from gptforge.model.sampling_config import SWEEPABLE, SamplingConfig
 from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.records import Kind
+from gptforge.pipeline.sniff import SNIFF_BYTES, sniff
+from gptforge.pipeline.textdecode import decode_text
 
 SETTING_NAMES = tuple(f.name for f in fields(SamplingConfig))
 
@@ -29,7 +32,7 @@ def load_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[Pr
         path = Path(prompts_file)
         if not path.is_file():
             raise ConfigError("prompts_file", f"{path} does not exist")
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
         if path.suffix == ".jsonl":
             found += [_jsonl_prompt(line, n, path) for n, line in _lines(text)]
         else:
@@ -74,6 +77,20 @@ def setting_label(settings: SamplingConfig) -> str:
     )
 
 
+def _read_text(path: Path) -> str:
+    """The file decoded as ingest decodes text (BOMs, UTF-16 without one, legacy code pages,
+    newlines and NFC); binary content is refused, naming the file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("prompts_file", f"{path}: cannot read ({exc.strerror})") from exc
+    verdict = sniff(path.name, data[:SNIFF_BYTES])
+    if verdict.kind not in (Kind.TEXT, Kind.CODE):
+        what = verdict.skip_reason or f"{verdict.kind} content"
+        raise ConfigError("prompts_file", f"{path}: {what}, not text")
+    return decode_text(data, [])[0]
+
+
 def _lines(text: str) -> list[tuple[int, str]]:
     return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
@@ -83,6 +100,8 @@ def _jsonl_prompt(line: str, number: int, path: Path) -> Prompt:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ConfigError("prompts_file", f"{path}:{number}: not JSON ({exc.msg})") from exc
+    except RecursionError as exc:
+        raise ConfigError("prompts_file", f"{path}:{number}: JSON nested too deeply") from exc
     if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
         raise ConfigError("prompts_file", f'{path}:{number}: needs {{"prompt": "..."}}')
     overrides = {k: v for k, v in row.items() if k != "prompt"}

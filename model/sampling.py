@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from gptforge.model.sampling_config import SamplingConfig
+from gptforge.pipeline.errors import RunError
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def finite(logits: Tensor) -> Tensor:
     scores = logits.nan_to_num(nan=-math.inf, posinf=top, neginf=-math.inf)
     empty = scores.amax(dim=1) == -math.inf  # amax: ~15x faster here than a boolean any()
     if bool(empty.any()):
-        raise ValueError(
+        raise RunError(
             f"the model gave no finite score in batch row {int(empty.nonzero()[0])}: "
             "its weights or its precision (fp16 overflow?) are broken"
         )

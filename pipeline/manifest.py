@@ -73,10 +73,35 @@ def load_manifest(directory: Path) -> dict[str, Any]:
         raise ManifestError(f"{directory}: no {MANIFEST_NAME}; run `gptforge ingest` first")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ManifestError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{path}: not a JSON object")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ManifestError(f"{path}: format {manifest.get('format')!r}, need {MANIFEST_FORMAT}")
     if manifest.get("tokenizer") != tokenizer_info():
         raise ManifestError(f"{path}: tokenizer {manifest.get('tokenizer')} is not GPT-2's")
+    if problem := _missing_part(manifest):
+        raise ManifestError(f"{path}: {problem}; run `gptforge ingest` again")
     return manifest
+
+
+def _missing_part(manifest: dict[str, Any]) -> str | None:
+    """What training relies on and the manifest lacks: the digest, each split's token count and
+    its shards' files and token counts."""
+    if not isinstance(manifest.get("dataset_digest"), str):
+        return "no dataset_digest"
+    splits = manifest.get("splits")
+    for split in SPLITS:
+        info = splits.get(split) if isinstance(splits, dict) else None
+        if not isinstance(info, dict) or not isinstance(info.get("tokens"), int):
+            return f"no token count for the {split} split"
+        shards = info.get("shards")
+        if not isinstance(shards, list) or not all(
+            isinstance(s, dict)
+            and isinstance(s.get("file"), str)
+            and isinstance(s.get("tokens"), int)
+            for s in shards
+        ):
+            return f"the {split} split's shard list is malformed"
+    return None

@@ -101,16 +101,27 @@ def header(n_tokens: int) -> np.ndarray:
     return values
 
 
-def read_shard(path: Path) -> np.memmap:
-    """The shard's tokens, memory-mapped; the header is checked against the file size."""
+def read_shard(path: Path, listed_tokens: int | None = None) -> np.memmap:
+    """The shard's tokens, memory-mapped. The header is checked against the file size and,
+    when given, the token count the manifest lists: a missing, truncated or replaced shard
+    is a `ShardFormatError` naming the file."""
     path = Path(path)
-    head = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    try:
+        head = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ShardFormatError(f"{path}: cannot read the shard ({exc.strerror or exc})") from exc
     if head.size < HEADER_INTS or head[0] != SHARD_MAGIC or head[1] != SHARD_VERSION:
         raise ShardFormatError(f"{path}: not an llm.c token shard (bad magic or version)")
-    expected = HEADER_BYTES + 2 * int(head[2])
-    if path.stat().st_size != expected:
-        raise ShardFormatError(f"{path}: header says {head[2]} tokens, size disagrees")
-    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(int(head[2]),))
+    tokens = int(head[2])
+    if size != HEADER_BYTES + 2 * tokens:
+        held = max(0, size - HEADER_BYTES) // 2
+        raise ShardFormatError(f"{path}: header says {tokens} tokens, the file holds {held}")
+    if listed_tokens is not None and tokens != listed_tokens:
+        raise ShardFormatError(
+            f"{path}: the manifest lists {listed_tokens} tokens, it holds {tokens}"
+        )
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(tokens,))
 
 
 def file_sha256(path: Path) -> str:

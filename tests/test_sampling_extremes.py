@@ -18,6 +18,7 @@ from gptforge.model.generate import generate
 from gptforge.model.gpt import GPT
 from gptforge.model.sampling import build_processors, next_tokens
 from gptforge.model.sampling_config import SamplingConfig
+from gptforge.pipeline.errors import RunError
 from gptforge.pipeline.tokenizer import VOCAB_SIZE, gpt2_encoding
 
 # The real tokenizer and the real padded vocabulary (50304 rows), on a model small enough to
@@ -111,5 +112,5 @@ def test_a_model_without_any_finite_score_is_refused_in_one_line() -> None:
     logits = torch.tensor([[1.0, 2.0], [math.nan, -math.inf]])
     for config in (SamplingConfig(), SamplingConfig(do_sample=False)):
         uniforms = torch.zeros(2, dtype=torch.float64)
-        with pytest.raises(ValueError, match="no finite score in batch row 1"):
+        with pytest.raises(RunError, match="no finite score in batch row 1"):
             next_tokens(logits, None, config, build_processors(config), uniforms)
