@@ -100,8 +100,6 @@ def run_ingest(args: argparse.Namespace) -> int:
     apply_quiet_env()
     names = [*documented(IngestConfig), "include", "exclude", "pdf_passwords"]
     cfg = IngestConfig(args.sources, args.out, **{name: getattr(args, name) for name in names})
-    if args.batch_files < 1:
-        raise ConfigError("batch_files", f"must be >= 1, got {args.batch_files}")
     from gptforge.flows.ingest import ingest_flow
     from gptforge.flows.summary import summary_lines
     from gptforge.pipeline.ingest import locked

@@ -43,7 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     _list(ingest, "--include", "GLOB", "only files matching these globs")
     _list(ingest, "--exclude", "GLOB", "skip files matching these globs")
     _list(ingest, "--pdf-passwords", "PASSWORD", "passwords to try on encrypted PDFs")
-    ingest.add_argument("--batch-files", type=int, default=64, help="files per Prefect task")
     ingest.add_argument("--experiment", default="gptforge", help="MLflow experiment")
 
     train = commands.add_parser("train", help="train a GPT on a dataset, register it in MLflow")

@@ -1,8 +1,9 @@
-"""The `ingest` flow: pipeline steps as Prefect tasks, files extracted in batches, the run
-summarised as a Prefect artifact and recorded in MLflow."""
+"""The `ingest` flow: `pipeline.ingest.ingest` with its steps run as Prefect tasks (one per
+extraction batch), the run summarised as Prefect artifacts and recorded in MLflow."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import mlflow
@@ -18,34 +19,42 @@ from gptforge.flows.mlflow_names import check_tracking_names
 from gptforge.flows.progress import report
 from gptforge.flows.summary import problem_rows, split_rows, summary_markdown
 from gptforge.flows.tracking import DEFAULT_EXPERIMENT, log_dataset, stage_run
-from gptforge.pipeline.config import ConfigError, FollowSymlinks, IngestConfig
-from gptforge.pipeline.ingest import Plan, apply_results, assemble, extract, locked, open_pool, plan
-from gptforge.pipeline.jobs import ExtractJob
+from gptforge.pipeline.config import FollowSymlinks, IngestConfig
+from gptforge.pipeline.ingest import Batch, Executor, Plan, assemble, extract_batch, ingest, plan
 from gptforge.pipeline.manifest import MANIFEST_NAME
 from gptforge.pipeline.ocr import check_languages
 from gptforge.pipeline.settings import defaults
 from gptforge.pipeline.workers import WorkerPool
 
-DEFAULT_BATCH_FILES = 64
 D = defaults(IngestConfig)  # every ingestion default comes from pipeline/config.py
+RETRIED = {"cache_policy": NO_CACHE, "retries": 2, "retry_delay_seconds": 2}
+plan_task = task(plan, name="plan", **RETRIED)
+extract_task = task(extract_batch, name="extract-batch", **RETRIED)
+assemble_task = task(assemble, name="assemble", cache_policy=NO_CACHE, retries=1)
 
 
-@task(name="plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def plan_task(cfg: IngestConfig) -> Plan:
-    """Discover, hash and classify; cached files need no extraction."""
-    return plan(cfg)
+class PrefectExecutor(Executor):
+    """Each step of `ingest` a Prefect task; the extraction batches run on the flow's task
+    runner and share one pool of extraction processes."""
 
+    def plan(self, cfg: IngestConfig) -> Plan:
+        work = plan_task(cfg)
+        get_run_logger().info(
+            "%d files found, %d need extraction, the rest are cached or not readable",
+            len(work.records),
+            len(work.jobs),
+        )
+        return work
 
-@task(name="extract-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def extract_batch(jobs: list[ExtractJob], pool: WorkerPool) -> list[dict]:
-    """One batch of files through the shared extraction processes."""
-    return extract(jobs, pool)
+    def map_batches(
+        self, batches: Sequence[Batch], pool: WorkerPool
+    ) -> Iterator[tuple[Batch, list[dict]]]:
+        futures = {extract_task.submit(quote(batch), quote(pool)): batch for batch in batches}
+        for future in as_completed(list(futures)):
+            yield futures[future], future.result()
 
-
-@task(name="assemble", cache_policy=NO_CACHE, retries=1)
-def assemble_task(work: Plan) -> dict[str, Any]:
-    """Deduplicate, split, write shards and the manifest."""
-    return assemble(work)
+    def assemble(self, work: Plan) -> dict[str, Any]:
+        return assemble_task(quote(work))
 
 
 @task(name="record-in-mlflow", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -98,7 +107,6 @@ def ingest_flow(
     max_file_mb: float = D["max_file_mb"],
     max_image_pixels: int = D["max_image_pixels"],
     shard_tokens: int = D["shard_tokens"],
-    batch_files: int = DEFAULT_BATCH_FILES,
     experiment: str = DEFAULT_EXPERIMENT,
 ) -> dict[str, Any]:
     """Turn folders of documents into GPT-2 token shards and a manifest.
@@ -112,7 +120,6 @@ def ingest_flow(
         include: globs a file must match to be read (default: everything).
         exclude: extra globs to leave out, on top of VCS and tool-cache directories.
         pdf_passwords: passwords to try on encrypted PDFs.
-        batch_files: files per extraction task.
         experiment: MLflow experiment.
     """
     settings = {k: v for k, v in locals().items() if k in D}
@@ -122,21 +129,15 @@ def ingest_flow(
         sources=sources, out=out, include=include or (), exclude=exclude or (),
         pdf_passwords=secrets, **settings,
     )  # fmt: skip
-    if batch_files < 1:
-        raise ConfigError("batch_files", f"must be >= 1, got {batch_files}")
     logger = get_run_logger()
     if problem := check_languages(cfg.ocr_lang):
         logger.warning("OCR is off: %s; images and scans will be recorded as errors", problem)
-    with locked(cfg.out):
-        work = plan_task(cfg)
-        logger.info(
-            "%d files found, %d need extraction, the rest are cached or not readable",
-            len(work.records),
-            len(work.jobs),
-        )
-        if work.jobs:
-            _extract_all(work, cfg, batch_files)
-        manifest = assemble_task(quote(work))
+
+    def progress(stage: str, done: int, total: int) -> None:
+        report(stage, done, total)
+        logger.info("%s: %d/%d files", stage, done, total)
+
+    manifest = ingest(cfg, progress, PrefectExecutor())
     manifest_path = str(cfg.out / MANIFEST_NAME)
     sources = ", ".join(map(str, cfg.sources))
     create_markdown_artifact(
@@ -154,25 +155,3 @@ def ingest_flow(
         "counts": manifest["counts"],
         "tokens": {split: info["tokens"] for split, info in manifest["splits"].items()},
     }
-
-
-def _extract_all(work: Plan, cfg: IngestConfig, batch_files: int) -> None:
-    logger = get_run_logger()
-    indices, jobs = zip(*work.jobs, strict=True)
-    batches = [
-        (list(indices[i : i + batch_files]), list(jobs[i : i + batch_files]))
-        for i in range(0, len(jobs), batch_files)
-    ]
-    done = 0
-    report("extract", done, len(jobs))
-    with open_pool(cfg, len(jobs)) as pool:
-        futures = {
-            extract_batch.submit(quote(batch), quote(pool)): batch_indices
-            for batch_indices, batch in batches
-        }
-        for future in as_completed(list(futures)):
-            results = future.result()
-            apply_results(work, futures[future], results)
-            done += len(results)
-            report("extract", done, len(jobs))
-            logger.info("extracted %d/%d files", done, len(jobs))

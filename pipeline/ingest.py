@@ -1,7 +1,8 @@
-"""Ingestion as four plain steps: discover -> plan -> extract -> assemble.
+"""Ingestion as plain steps: plan (discover, hash, sniff) -> extract -> assemble.
 
-`ingest()` runs them in order; `flows/` calls the same steps as Prefect tasks. Only `extract`
-is expensive, and it only sees files whose content the cache has not seen before.
+`ingest()` is the one sequence (check, lock, plan, extract, assemble); an `Executor` says how
+its steps run: here by default, as Prefect tasks in `flows/`. Only extraction is expensive,
+and it only sees files whose content the cache has not seen before.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from gptforge.pipeline.sniff import SNIFF_BYTES, sniff
 from gptforge.pipeline.workers import WorkerPool, start_forkserver
 
 Progress = Callable[[str, int, int], None]
+Batch = list[ExtractJob]
 # A batch of small files is ~40 ms of work: little imbalance at the end of a run, and the
 # per-message cost (pipe writes, wake-ups: ~0.15 ms here) spread over ~25 files.
 BATCH_FILES = 64
@@ -61,16 +64,41 @@ class Plan:
     jobs: list[tuple[int, ExtractJob]] = field(default_factory=list)
 
 
-def ingest(cfg: IngestConfig, progress: Progress | None = None) -> dict[str, Any]:
+class Executor:
+    """How `ingest` runs its steps: this one runs them here, the extraction batches on threads
+    that share the worker pool; `flows/ingest.py` runs each step as a Prefect task. Executors
+    only run steps; the order of the steps is `ingest`'s alone."""
+
+    def plan(self, cfg: IngestConfig) -> Plan:
+        return plan(cfg)
+
+    def map_batches(
+        self, batches: Sequence[Batch], pool: WorkerPool
+    ) -> Iterator[tuple[Batch, list[dict]]]:
+        """`extract_batch` on every batch at once; (batch, results) as each one completes."""
+        threads = ThreadPoolExecutor(pool.capacity, thread_name_prefix="gptforge-batch")
+        try:
+            futures = {threads.submit(extract_batch, batch, pool): batch for batch in batches}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:  # stopping early: queued batches never start; closing the pool ends the rest
+            threads.shutdown(wait=False, cancel_futures=True)
+
+    def assemble(self, work: Plan) -> dict[str, Any]:
+        return assemble(work)
+
+
+def ingest(
+    cfg: IngestConfig, progress: Progress | None = None, executor: Executor | None = None
+) -> dict[str, Any]:
     """Run the whole ingestion; returns the manifest it wrote."""
+    executor = executor or Executor()
     check_languages(cfg.ocr_lang)
     with locked(cfg.out):
-        work = plan(cfg)
+        work = executor.plan(cfg)
         if work.jobs:
-            with open_pool(cfg, len(work.jobs)) as pool:
-                indices, jobs = zip(*work.jobs, strict=True)
-                apply_results(work, indices, extract(jobs, pool, progress))
-        return assemble(work)
+            extract(work, executor, progress)
+        return executor.assemble(work)
 
 
 def open_pool(cfg: IngestConfig, jobs: int) -> WorkerPool:
@@ -156,37 +184,46 @@ def plan(cfg: IngestConfig) -> Plan:
     return work
 
 
-def extract(
-    jobs: Sequence[ExtractJob], pool: WorkerPool, progress: Progress | None = None
-) -> list[dict]:
-    """Extract a batch of the plan's jobs into the cache; one result dict per job, in order.
+def extract(work: Plan, executor: Executor, progress: Progress | None = None) -> None:
+    """The plan's jobs through the extraction processes, in `batched` batches mapped by the
+    executor; each file's record gets its result as its batch completes."""
+    records = {id(job): work.records[index] for index, job in work.jobs}
+    done, total = 0, len(records)
+    if progress:
+        progress("extract", done, total)
+    batches = batched([job for _, job in work.jobs])
+    with (
+        open_pool(work.cfg, total) as pool,
+        closing(executor.map_batches(batches, pool)) as completed,
+    ):
+        for batch, results in completed:
+            for job, result in zip(batch, results, strict=True):
+                apply_result(records[id(job)], result)
+            done += len(batch)
+            if progress:
+                progress("extract", done, total)
 
-    Small text files travel to the workers in batches; a batch whose process died or timed
-    out is run again file by file, so that only the file that caused it is reported. A cache
-    that cannot be written (a full disk) stops the ingest: no later file would fare better.
+
+def extract_batch(batch: Batch, pool: WorkerPool) -> list[dict]:
+    """One batch into the cache; one result dict per job, in order.
+
+    A batch whose process died or timed out is run again file by file, so that only the file
+    that caused it is reported. A cache that cannot be written (a full disk) stops the
+    ingest: no later file would fare better.
     """
-    done = 0
-
-    def tick(results: list[dict] | None) -> None:
-        nonlocal done
-        done += len(results or ())
-        if progress:
-            progress("extract", done, len(jobs))
-
-    extracted: list[dict] = []
-    batches = batched(jobs)
-    for batch, results in zip(batches, pool.map(batches, on_done=tick), strict=True):
-        if results is None:
-            results = [alone for (alone,) in pool.map([[job] for job in batch], on_done=tick)]
-        if fatal := next((r["fatal"] for r in results if "fatal" in r), None):
-            raise IngestError(fatal)
-        extracted.extend(results)
-    return extracted
+    (results,) = pool.map([batch])
+    if results is None:
+        results = [alone for (alone,) in pool.map([[job] for job in batch])]
+    if fatal := next((r["fatal"] for r in results if "fatal" in r), None):
+        raise IngestError(fatal)
+    return results
 
 
-def batched(jobs: Sequence[ExtractJob]) -> list[list[ExtractJob]]:
-    """Consecutive quick jobs, up to BATCH_FILES files or BATCH_BYTES bytes; others alone."""
-    batches: list[list[ExtractJob]] = []
+def batched(jobs: Sequence[ExtractJob]) -> list[Batch]:
+    """The one batching of ingest: a batch is one message to a worker and, in the flow, one
+    Prefect task. Consecutive quick jobs, up to BATCH_FILES files or BATCH_BYTES bytes;
+    others alone."""
+    batches: list[Batch] = []
     size = 0
     for job in jobs:
         last = batches[-1] if batches else None

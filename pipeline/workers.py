@@ -128,13 +128,17 @@ class WorkerPool:
         self._thread = threading.Thread(target=self._dispatch, name="gptforge-pool", daemon=True)
         self._thread.start()
 
-    def map(self, jobs: Iterable[Any], on_done: Callable[[Any], None] | None = None) -> list[Any]:
-        """Results in job order; `on_done(result)` is called as each one finishes."""
+    @property
+    def capacity(self) -> int:
+        """Jobs the workers hold at once (IN_FLIGHT each): as many threads, each waiting in
+        `map` for one job, keep every worker busy."""
+        return len(self._workers) * IN_FLIGHT
+
+    def map(self, jobs: Iterable[Any]) -> list[Any]:
+        """Results in job order."""
         futures = []
         for job in jobs:
             future: Future = Future()
-            if on_done:
-                future.add_done_callback(lambda f: on_done(f.result()))
             self._pending.append((job, future))
             futures.append(future)
         self._wake_w.send(None)

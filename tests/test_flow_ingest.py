@@ -34,7 +34,7 @@ def docs(tmp_path: Path) -> Path:
 
 def test_flow_writes_dataset_artifact_and_mlflow_run(prefect, docs: Path, tmp_path: Path) -> None:
     out = tmp_path / "data"
-    result = ingest_flow(sources=[str(docs)], out=str(out), val_fraction=0.0, batch_files=2)
+    result = ingest_flow(sources=[str(docs)], out=str(out), val_fraction=0.0)
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert result["dataset_digest"] == manifest["dataset_digest"]

@@ -21,7 +21,7 @@ from gptforge.pipeline.ingest import (
     BATCH_FILES,
     IngestError,
     batched,
-    extract,
+    extract_batch,
     ingest,
     locked,
     plan,
@@ -57,10 +57,12 @@ def shard_tokens(out: Path, shard: str) -> np.ndarray:
 def test_shards_decode_back_to_every_documents_text(tmp_path: Path) -> None:
     src, out = corpus(tmp_path / "src"), tmp_path / "out"
     cfg = IngestConfig(sources=[src], out=out, val_fraction=0.3, workers=2)
-    manifest = ingest(cfg)
+    progress: list[tuple[str, int, int]] = []
+    manifest = ingest(cfg, lambda *tick: progress.append(tick))
     cache = ExtractionCache(out / "cache")
     ok = [f for f in manifest["files"] if f["status"] == "ok"]
     assert len(ok) == 12 + 3
+    assert progress[0] == ("extract", 0, 15) and progress[-1] == ("extract", 15, 15)
     for record in ok:
         tokens = shard_tokens(out, record["shard"])
         start = record["offset"]
@@ -275,7 +277,7 @@ class _CrashingPool:
     def __init__(self) -> None:
         self.calls: list[list[list[str]]] = []
 
-    def map(self, batches, on_done):
+    def map(self, batches):
         self.calls.append([[job.path for job in batch] for batch in batches])
         results = []
         for batch in batches:
@@ -283,7 +285,6 @@ class _CrashingPool:
                 result = lost_batch(batch, "extraction process died (exit code -11)")
             else:
                 result = [{"status": "ok", "reason": None, "path": job.path} for job in batch]
-            on_done(result)
             results.append(result)
         return results
 
@@ -291,12 +292,10 @@ class _CrashingPool:
 def test_a_batch_whose_process_died_is_rerun_file_by_file_and_only_the_culprit_fails():
     jobs = [_job("a"), _job("crash"), _job("b")]
     pool = _CrashingPool()
-    progress: list[int] = []
-    results = extract(jobs, pool, lambda _, done, total: progress.append(done))
+    results = extract_batch(jobs, pool)
     assert pool.calls == [[["a", "crash", "b"]], [["a"], ["crash"], ["b"]]]
     assert [r.get("path") for r in results] == ["a", None, "b"]
     assert results[1] == {"status": "error", "reason": "extraction process died (exit code -11)"}
-    assert progress[-1] == 3
 
 
 def test_names_that_are_not_utf8_or_hold_control_codes_are_recorded_and_round_trip(

@@ -27,14 +27,6 @@ def test_results_come_back_in_job_order_whatever_order_they_finish_in():
         assert pool.map(jobs) == list(range(6))
 
 
-def test_on_done_is_called_once_per_result():
-    seen: list[int] = []
-    with WorkerPool(pool_jobs.echo, 2, 30, failure) as pool:
-        results = pool.map(range(5), on_done=seen.append)
-    assert results == [0, 1, 2, 3, 4]
-    assert sorted(seen) == results
-
-
 def test_jobs_run_in_parallel_in_separate_processes():
     with WorkerPool(pool_jobs.pid_after, 2, 30, failure) as pool:
         pids = pool.map([0.5, 0.5])

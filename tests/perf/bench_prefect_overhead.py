@@ -10,7 +10,6 @@ each with a fresh output directory (cold extraction cache):
   flow    `flows.ingest.ingest_flow(sources=[tree], out=...)`: everything the CLI runs;
   info    direct + MLflow: the peer, then the flow's MLflow step called as a plain function
           (`record_ingest.fn`), to split the flow's extra time into MLflow and Prefect;
-  info    the flow with batch_files=<files>: one extract task instead of ceil(files/64);
   info    the flow with Prefect's flow-run heartbeat thread off (PREFECT_FLOWS_HEARTBEAT_FREQUENCY
           = None through prefect.settings.temporary_settings; env vars cannot say None).
 
@@ -47,7 +46,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-SIDES = ("direct", "direct+mlflow", "flow", "flow-1batch", "flow-no-heartbeat")
+SIDES = ("direct", "direct+mlflow", "flow", "flow-no-heartbeat")
 FIXED = ("empty flow", "empty flow, no heartbeat", "no-op flow", "no-op flow, no heartbeat")
 EXPERIMENT = "bench-prefect-overhead"
 
@@ -224,12 +223,12 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         from prefect import flow, task
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-        from gptforge.flows.ingest import DEFAULT_BATCH_FILES, ingest_flow, record_ingest
+        from gptforge.flows.ingest import ingest_flow, record_ingest
         from gptforge.pipeline.config import IngestConfig
-        from gptforge.pipeline.ingest import ingest
+        from gptforge.pipeline.ingest import BATCH_FILES, ingest
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" lines
-        n_tasks = 3 + -(-args.files // DEFAULT_BATCH_FILES)  # plan, batches, assemble, MLflow
+        n_tasks = 3 + -(-args.files // BATCH_FILES)  # plan, batches, assemble, MLflow
 
         @task(name="noop")
         def noop(i: int) -> int:
@@ -256,10 +255,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             cfg = IngestConfig(sources=[tree], out=out())
             record_ingest.fn(cfg, ingest(cfg), EXPERIMENT)
 
-        def run_flow(batch_files: int = DEFAULT_BATCH_FILES) -> None:
-            ingest_flow(
-                sources=[str(tree)], out=str(out()), experiment=EXPERIMENT, batch_files=batch_files
-            )
+        def run_flow() -> None:
+            ingest_flow(sources=[str(tree)], out=str(out()), experiment=EXPERIMENT)
 
         def no_heartbeat(fn: Callable[[], object]) -> Callable[[], None]:
             def run() -> None:
@@ -272,7 +269,6 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             "direct": direct,
             "direct+mlflow": direct_mlflow,
             "flow": run_flow,
-            "flow-1batch": lambda: run_flow(args.files),
             "flow-no-heartbeat": no_heartbeat(run_flow),
         }
         warm_flow = timed(run_flow)
@@ -316,7 +312,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     )
     print()
     row("peer: direct pipeline.ingest.ingest", d)
-    row(f"ingest_flow (batch_files={DEFAULT_BATCH_FILES}, {n_tasks} task runs)", f)
+    row(f"ingest_flow ({n_tasks} task runs)", f)
     print(f"  ratio flow/direct: {f / d:.2f}x (target <= 1.25x); flow - direct = {f - d:+.2f} s")
     print()
     print("  where the difference goes (each measured on its own):")
@@ -330,11 +326,6 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         "  rest: that - direct - MLflow - no-op flow, no hb",
         nh - d - mlflow_s - med["no-op flow, no heartbeat"],
         "artifact, parameters, server load",
-    )
-    row(
-        f"ingest_flow, batch_files={args.files} (one extract task)",
-        med["flow-1batch"],
-        f"{med['flow-1batch'] / d:.2f}x direct",
     )
     print()
     print("  CPU per run (medians): this process (all threads) / the Prefect server process")

@@ -91,7 +91,7 @@ def rates(label: str, mb: float, tokens: int, seconds: float) -> str:
 def breakdown(tree: Path, out: Path, workers: int) -> list[tuple[str, float]]:
     """One cold in-process ingest, step by step, with the functions `ingest()` calls."""
     from gptforge.pipeline.config import IngestConfig
-    from gptforge.pipeline.ingest import apply_results, assemble, extract, locked, open_pool, plan
+    from gptforge.pipeline.ingest import Executor, assemble, extract, locked, plan
 
     cfg = IngestConfig(sources=[tree], out=out, workers=workers)
     steps = []
@@ -101,17 +101,10 @@ def breakdown(tree: Path, out: Path, workers: int) -> list[tuple[str, float]]:
         steps.append(("plan: discover, hash, sniff, cache lookup", time.perf_counter() - start))
         # plan started the forkserver at its first cache miss; its preload ran meanwhile
         t = time.perf_counter()
-        pool = open_pool(cfg, len(work.jobs))
-        steps.append((f"start {workers} extraction processes", time.perf_counter() - t))
+        extract(work, Executor())
+        label = f"extract {len(work.jobs)} files: start {workers} processes, run, close"
+        steps.append((label, time.perf_counter() - t))
         t = time.perf_counter()
-        indices, jobs = zip(*work.jobs, strict=True)
-        results = extract(jobs, pool)
-        steps.append((f"extract {len(jobs)} files in the pool", time.perf_counter() - t))
-        t = time.perf_counter()
-        pool.close()
-        steps.append(("close the pool", time.perf_counter() - t))
-        t = time.perf_counter()
-        apply_results(work, indices, results)
         assemble(work)
         steps.append(("assemble: read cache, write shards + manifest", time.perf_counter() - t))
     steps.append(("total", time.perf_counter() - start))
