@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 
 from gptforge.pipeline.records import Kind
 from gptforge.pipeline.signatures import binary_format, image_format
-from gptforge.pipeline.textdecode import CONTROL_BYTES, CONTROL_SHARE, has_bom, utf16_without_bom
+from gptforge.pipeline.textdecode import is_text
 
 SNIFF_BYTES = 8192
 
@@ -166,13 +166,13 @@ def sniff(name: str, head: bytes) -> Verdict:
     if not head:
         return Verdict(_text_kind(name), "empty")
     if suffix in CLAIMED_FORMATS:
-        what = "HTML" if _looks_like_html(head) else "text" if _is_text(head) else "unknown bytes"
+        what = "HTML" if _looks_like_html(head) else "text" if is_text(head) else "unknown bytes"
         return Verdict(
             Kind.UNKNOWN,
             skip_reason=f"named {suffix} but the content is {what}, not {CLAIMED_FORMATS[suffix]}"
             + (" (likely a failed download)" if what == "HTML" else ""),
         )
-    if not _is_text(head):
+    if not is_text(head):
         return Verdict(Kind.BINARY, skip_reason="binary content (NUL or control bytes)")
     if suffix == ".ipynb":
         return Verdict(Kind.NOTEBOOK, "ipynb")
@@ -187,7 +187,7 @@ def _is_pdf(head: bytes) -> bool:
     if at <= 0:
         return at == 0
     prefix = head[:at]
-    return not prefix.strip() or not _is_text(prefix)
+    return not prefix.strip() or not is_text(prefix)
 
 
 def _text_kind(name: str) -> Kind:
@@ -202,14 +202,3 @@ def _text_kind(name: str) -> Kind:
 def _looks_like_html(head: bytes) -> bool:
     start = head[:512].lstrip().lower()
     return start.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in start
-
-
-def _is_text(head: bytes) -> bool:
-    """Text unless NULs or many control bytes appear; UTF-16/32 with a BOM and UTF-16 without
-    one are text (`textdecode`'s rules, so what is called text here decodes as text there)."""
-    if has_bom(head):
-        return True
-    if b"\x00" in head:
-        return utf16_without_bom(head) is not None
-    controls = len(head) - len(head.translate(None, CONTROL_BYTES))
-    return controls <= len(head) * CONTROL_SHARE

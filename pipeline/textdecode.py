@@ -1,8 +1,8 @@
 """Bytes -> str for text and code: BOMs, PEP 263 cookies, UTF-8, then a charset detector.
 
 Bad bytes never fail a file: they become U+FFFD and a warning on the file's record. The rules
-for what counts as text (BOMs, control bytes, BOM-less UTF-16) live here once; `sniff` uses
-the same ones, so a file it calls text is one this module decodes as text.
+for what counts as text (BOMs, control bytes, BOM-less UTF-16: `is_text`) live here once;
+`sniff` asks `is_text`, so a file it calls text is one this module decodes as text.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def decode_text(data: bytes, warnings: list[str]) -> tuple[str, str]:
         else:
             # In UTF-8 a control character is its own byte, and looking for those in the bytes
             # is ~7x faster than the regex on the text, which most files then skip.
-            if len(data.translate(None, CONTROL_BYTES)) != len(data):
+            if control_bytes(data):
                 text = CONTROL_CHARS.sub("", text)
             return _newlines_and_form(text, "NFC"), "utf-8"
     try:
@@ -74,9 +74,9 @@ def _newlines_and_form(text: str, form: str) -> str:
 def _declared_encoding(data: bytes) -> tuple[str | None, bytes]:
     """The encoding the bytes announce (BOM, UTF-16 shape, PEP 263 cookie) and the body after
     any BOM; None when they announce nothing."""
-    for bom, name in BOMS:
-        if data.startswith(bom):
-            return name, data[len(bom) :]
+    if found := _bom(data):
+        bom, name = found
+        return name, data[len(bom) :]
     return utf16_without_bom(data) or _pep263_cookie(data), data
 
 
@@ -112,8 +112,24 @@ def _pep263_cookie(data: bytes) -> str | None:
     return None
 
 
-def has_bom(data: bytes) -> bool:
-    return data.startswith(tuple(bom for bom, _ in BOMS))
+def is_text(head: bytes) -> bool:
+    """Text unless NULs or many control bytes appear; UTF-16/32 with a BOM and UTF-16 without
+    one are text."""
+    if _bom(head):
+        return True
+    if b"\x00" in head:
+        return utf16_without_bom(head) is not None
+    return control_bytes(head) <= len(head) * CONTROL_SHARE
+
+
+def control_bytes(data: bytes) -> int:
+    """How many bytes are C0 controls or DEL that text has no use for (CONTROL_BYTES)."""
+    return len(data) - len(data.translate(None, CONTROL_BYTES))
+
+
+def _bom(data: bytes) -> tuple[bytes, str] | None:
+    """The byte-order mark `data` starts with, and its encoding."""
+    return next(((bom, name) for bom, name in BOMS if data.startswith(bom)), None)
 
 
 def utf16_without_bom(data: bytes) -> str | None:
@@ -124,7 +140,7 @@ def utf16_without_bom(data: bytes) -> str | None:
     high bytes (the Unicode block) take fewer values, on a tie the more NULs (ASCII): Cyrillic
     is 04 and 00 (spaces, newlines), Japanese a few blocks, while low bytes vary. The decoded
     sample must then be text: as few controls, unassigned, private-use or lone surrogate
-    characters as `sniff` allows control bytes.
+    characters as `is_text` allows control bytes.
     """
     sample = data[:UTF16_SAMPLE]
     sample = sample[: len(sample) - len(sample) % 2]
