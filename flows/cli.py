@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import os
 import signal
 import sys
@@ -150,9 +151,18 @@ def run_train(args: argparse.Namespace) -> int:
     val = result["val_loss"]
     print(f"MLflow run: {result['mlflow_run_id']}")
     print(f"registered model: {result['model_uri']}")
+    if result["budget_plan"]:
+        print(f"time budget: {result['budget_plan']}")
     print(f"checkpoint: {result['checkpoint']}")
     print(f"final train loss: {result['train_loss']:.4f}")
-    print(f"final val loss: {'n/a (no validation split)' if val is None else f'{val:.4f}'}")
+    if val is None:
+        print("validation: none (the dataset has no val split); the last step is registered")
+    else:
+        print(
+            f"best validation (registered): step {result['best_step']}, val loss {val:.4f}, "
+            f"ppl {math.exp(min(val, 50.0)):.2f}, {result['val_bpb']:.4f} bits/byte"
+            + (" (stopped early)" if result["stopped_early"] else "")
+        )
     return 0
 
 

@@ -119,7 +119,11 @@ def _list(parser: argparse.ArgumentParser, flag: str, metavar: str, text: str) -
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size")
+    parser.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="model size; unset: tiny, or with --time-budget the size the budget buys",
+    )
     _list(parser, "--model-overrides", "KEY=VALUE", "model settings that replace the preset's")
 
 

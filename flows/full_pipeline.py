@@ -8,10 +8,12 @@ alias (e.g. `champion`) only when its validation loss is no worse than the holde
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -23,6 +25,7 @@ from gptforge.flows.mlflow_names import check_tracking_names
 from gptforge.flows.models import DEFAULT_MODEL_NAME, latest_version, resolve_model
 from gptforge.flows.tracking import DEFAULT_EXPERIMENT, DIGEST_TAG
 from gptforge.flows.train import train_flow
+from gptforge.model.evaluate import evaluate_checkpoint
 
 DEFAULT_PROMPTS = ["The", "def ", "In this document"]
 
@@ -31,7 +34,7 @@ DEFAULT_PROMPTS = ["The", "def ", "In this document"]
 def pipeline_flow(
     sources: list[str],
     data: str | None = None,
-    preset: str = "tiny",
+    preset: str | None = None,
     model_overrides: dict[str, Any] | None = None,
     max_steps: int = 200,
     batch_size: int = 8,
@@ -51,7 +54,7 @@ def pipeline_flow(
         sources: folders or files to (re-)ingest.
         data: dataset directory (default: GPTFORGE_HOME/datasets/<model_name>); keep it
             the same between runs so re-ingestion only extracts new or changed files.
-        preset: model size: tiny, small, mini, gpt2 or gpt2-medium.
+        preset: model size: tiny, small, mini, gpt2 or gpt2-medium (unset: tiny).
         model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
         max_steps: optimizer steps per training run.
         batch_size: sequences per micro-batch.
@@ -114,7 +117,7 @@ def pipeline_flow(
         experiment=experiment,
     )
     promoted = bool(promote_alias) and _promote(
-        model_name, version, trained["val_loss"], promote_alias
+        model_name, version, trained["val_loss"], promote_alias, data, digest
     )
     summary = {
         "trained": True,
@@ -148,8 +151,12 @@ def _tag_version(name: str, version: str, digest: str) -> None:
     MlflowClient().set_model_version_tag(name, version, DIGEST_TAG, digest)
 
 
-def _promote(name: str, version: str, val_loss: float | None, alias: str) -> bool:
-    """Move `alias` to `version` unless the holder's validation loss is better."""
+def _promote(
+    name: str, version: str, val_loss: float | None, alias: str, data: str, digest: str
+) -> bool:
+    """Move `alias` to `version` unless the holder's validation loss is lower on the same
+    data. Losses on different datasets are not compared: a holder trained on other data is
+    scored on this dataset's val split first, exactly as training scored the new version."""
     client = MlflowClient()
     try:
         holder = client.get_model_version_by_alias(name, alias)
@@ -157,19 +164,41 @@ def _promote(name: str, version: str, val_loss: float | None, alias: str) -> boo
         holder = None
     new_loss = math.inf if val_loss is None else val_loss
     if holder is not None:
-        held = client.get_run(holder.run_id).data.metrics.get("final_val_loss", math.inf)
+        held = _holder_loss(holder, data, digest)
         if new_loss > held:
             get_run_logger().info(
-                "%s stays on version %s: val loss %.4f beats %.4f",
+                "%s stays on version %s: val loss %.4f beats %.4f on dataset %s",
                 alias,
                 holder.version,
                 held,
                 new_loss,
+                digest[:12],
             )
             return False
     client.set_registered_model_alias(name, alias, version)
     get_run_logger().info("%s -> %s/%s (val loss %s)", alias, name, version, val_loss)
     return True
+
+
+def _holder_loss(holder: ModelVersion, data: str, digest: str) -> float:
+    """The alias holder's val loss on `data`: from its run when it was trained on this very
+    dataset, else scored now (inf when it cannot be: no val split, or its model is gone)."""
+    if holder.tags.get(DIGEST_TAG) == digest:
+        metrics = MlflowClient().get_run(holder.run_id).data.metrics
+        if "best_val_loss" in metrics:
+            return metrics["best_val_loss"]
+    weights = resolve_model(f"models:/{holder.name}/{holder.version}").checkpoint
+    scored = evaluate_checkpoint(weights, Path(data))
+    if scored is None:
+        return math.inf
+    get_run_logger().info(
+        "version %s scored on dataset %s: val loss %.4f, %.4f bits/byte",
+        holder.version,
+        digest[:12],
+        scored.val_loss,
+        scored.val_bpb,
+    )
+    return scored.val_loss
 
 
 def _summary_markdown(summary: dict[str, Any]) -> str:

@@ -51,6 +51,7 @@ class MlflowCallbacks(Callbacks):
         self.sender = MetricSender(self.client, run_id)
 
     def on_start(self, info: dict[str, Any]) -> None:
+        self.max_steps = info["max_steps"]  # a time budget decides it only now
         self.client.log_batch(
             self.run_id,
             params=[
@@ -93,15 +94,16 @@ def train_task(cfg: TrainConfig, run_id: str) -> TrainResult:
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def register_task(result: TrainResult, name: str) -> str:
-    """Weights + config (what generation needs) become a new registered model version."""
-    return register_checkpoint(result.checkpoint, name, result.dataset_digest)
+    """The best evaluation's weights + config (what generation needs) become a new
+    registered model version."""
+    return register_checkpoint(result.weights, name, result.dataset_digest)
 
 
 @flow(name="train")
 def train_flow(
     data: str,
     out: str | None = None,
-    preset: str = "tiny",
+    preset: str | None = None,
     model_overrides: dict[str, Any] | None = None,
     max_steps: int = D["max_steps"],
     batch_size: int = D["batch_size"],
@@ -118,7 +120,9 @@ def train_flow(
     device: Device = D["device"],
     compile: bool = D["compile"],
     eval_interval: int = D["eval_interval"],
-    eval_batches: int = D["eval_batches"],
+    eval_tokens: int | None = D["eval_tokens"],
+    early_stop_patience: int | None = D["early_stop_patience"],
+    time_budget: float | None = D["time_budget"],
     log_interval: int | None = D["log_interval"],
     checkpoint_interval: int = D["checkpoint_interval"],
     keep_last: int = D["keep_last"],
@@ -137,7 +141,8 @@ def train_flow(
     Args:
         data: dataset directory with manifest.json and shards/ (from the ingest flow).
         out: where checkpoints go; default: a new folder under GPTFORGE_HOME/checkpoints.
-        preset: model size: tiny, small, mini, gpt2 or gpt2-medium.
+        preset: model size: tiny, small, mini, gpt2 or gpt2-medium; unset: tiny, or with
+            time_budget the size the budget buys (see model/budget.py).
         model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
         experiment: MLflow experiment.
         model_name: MLflow registered model that gets the new version.
@@ -152,12 +157,14 @@ def train_flow(
     dataset, out_dir = checked.dataset, cfg.out_dir
     ingest_run = find_stage_run(experiment, "ingest", dataset.digest)
     earlier = previous_run(out_dir) if checked.resume_from else None
-    with stage_run("train", experiment, f"train-{preset}-{out_dir.name}", earlier) as run_id:
+    with stage_run(
+        "train", experiment, f"train-{preset or 'auto'}-{out_dir.name}", earlier
+    ) as run_id:
         if earlier:
             replay_history(run_id, checked.resume_from)
         else:
             remember_run(out_dir, run_id)
-            mlflow.log_params({"preset": preset} | cfg.to_params())
+            mlflow.log_params({"preset": preset or ""} | cfg.to_params())
             log_dataset(cfg.data_dir, dataset.digest, context="training")
         if ingest_run:
             mlflow.set_tag(INGEST_RUN_TAG, ingest_run)
@@ -170,10 +177,7 @@ def train_flow(
         if version is None:
             version = register_task(result, model_name)
             mlflow.set_tags({MODEL_VERSION_TAG: f"{model_name}/{version}", STEPS_TAG: result.steps})
-        final = {"final_train_loss": result.train_loss}
-        if result.val_loss is not None:
-            final["final_val_loss"] = result.val_loss
-        mlflow.log_metrics(final)
+        mlflow.log_metrics(final_metrics(result))
         link = run_link(run_id)
     summary = {
         "mlflow_run_id": run_id,
@@ -185,6 +189,10 @@ def train_flow(
         "steps": result.steps,
         "train_loss": result.train_loss,
         "val_loss": result.val_loss,
+        "val_bpb": None if result.best is None else result.best["val_bpb"],
+        "best_step": None if result.best is None else result.best["step"],
+        "stopped_early": result.stopped_early,
+        "budget_plan": result.budget_plan,
         "precision": result.precision,
         "device": result.device,
         "dataset_digest": result.dataset_digest,
@@ -192,6 +200,16 @@ def train_flow(
     create_table_artifact(_summary_rows(summary, link), key="training-summary")
     logger.info("registered %s; MLflow %s", summary["model_uri"], link)
     return summary
+
+
+def final_metrics(result: TrainResult) -> dict[str, float]:
+    """What the run ends with: the last training loss, and the registered (best) weights'
+    validation metrics under `best_*` with their step. Champion comparisons read these."""
+    metrics = {"final_train_loss": result.train_loss}
+    if result.best is not None:
+        metrics |= {f"best_{k}": v for k, v in result.best.items() if k.startswith("val_")}
+        metrics["best_step"] = result.best["step"]
+    return metrics
 
 
 def registered_version(run_id: str, name: str, steps: int) -> str | None:
@@ -245,7 +263,9 @@ def _summary_rows(summary: dict[str, Any], link: str) -> list[dict[str, Any]]:
         "model": summary["model_uri"],
         "steps": summary["steps"],
         "final train loss": f"{summary['train_loss']:.4f}",
-        "final val loss": "n/a (no validation split)" if val is None else f"{val:.4f}",
+        "registered weights": "last step (no validation split)"
+        if val is None
+        else f"step {summary['best_step']}: val loss {val:.4f}, {summary['val_bpb']:.4f} bits/byte",
         "precision / device": f"{summary['precision']} / {summary['device']}",
         "checkpoint": summary["checkpoint"],
         "dataset digest": summary["dataset_digest"],

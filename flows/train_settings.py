@@ -19,7 +19,7 @@ from gptforge.pipeline.settings import check_output
 def train_config(
     data: str,
     out: str | None,
-    preset: str = "tiny",
+    preset: str | None = None,
     model_overrides: dict[str, Any] | None = None,
     init_from: str | None = None,
     **settings: Any,
@@ -33,7 +33,9 @@ def train_config(
     cfg = TrainConfig(  # checks every setting before the data is opened
         data_dir=Path(data),
         out_dir=Path(out or "."),
-        model=model_preset(preset, **(model_overrides or {})),
+        model=None
+        if preset is None and not model_overrides
+        else model_preset(preset or "tiny", **(model_overrides or {})),
         init_from=Path(init_from) if init_from else None,
         **settings,
     )

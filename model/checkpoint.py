@@ -5,6 +5,8 @@
                                    optimizer.pt        optimizer (+ GradScaler) state, tensors only
                                    trainer_state.json  step, RNG states, dataset digest, settings
     <out>/checkpoints/latest                           name of the newest complete checkpoint
+    <out>/best/                                        weights, config and trainer_state of the
+                                                       evaluation with the lowest val_loss
 
 A checkpoint is written under a temporary name and renamed when complete; `latest` is
 replaced atomically after that, so a crash at any point leaves the previous one usable.
@@ -37,6 +39,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 OPTIMIZER = "optimizer.pt"
 TRAINER_STATE = "trainer_state.json"
+BEST = "best"
 TRAINER_STATE_KEYS = ("step", "history", "rng")
 
 
@@ -75,6 +78,28 @@ def save_checkpoint(
     os.replace(tmp, final)
     write_text_atomic(root / LATEST, final.name + "\n")
     _prune(root, keep_last)
+    return final
+
+
+def save_best(out_dir: Path, model: GPT, state: dict[str, Any]) -> Path:
+    """Replace `<out>/best` with these weights: what a run registers is its best evaluation,
+    not its last step. No optimizer state (it is for generating, not resuming), so it costs
+    a third of a checkpoint. Written aside and swapped in; a crash leaves the old one."""
+    out_dir = Path(out_dir)
+    final, tmp = out_dir / BEST, out_dir / f".{BEST}.tmp-{os.getpid()}"
+    old = out_dir / f".{BEST}.old-{os.getpid()}"
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / WEIGHTS))
+    model.config.save(tmp / CONFIG)
+    (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+    for path in tmp.iterdir():
+        _fsync(path)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -18,9 +18,6 @@ from gptforge.pipeline.config import ConfigError
 from gptforge.pipeline.manifest import ManifestError, load_manifest
 from gptforge.pipeline.shards import ShardFormatError, read_shard
 
-# Eval windows use their own stream so they never collide with a training step's.
-_EVAL_STREAM = 2**32 - 1
-
 
 @dataclass(frozen=True)
 class Dataset:
@@ -46,7 +43,8 @@ class Dataset:
 
 
 class TokenWindows:
-    """Random windows of `block_size + 1` tokens over one split's shards, read lazily."""
+    """Windows of `block_size + 1` tokens over one split's shards, read lazily: random ones
+    for training (`batch`), consecutive non-overlapping ones for evaluation (`fixed`)."""
 
     def __init__(self, data_dir: Path, split: str, block_size: int):
         manifest = load_manifest(Path(data_dir))
@@ -75,9 +73,18 @@ class TokenWindows:
         data = torch.from_numpy(windows)
         return data[:, :-1], data[:, 1:]
 
-    def eval_batch(self, seed: int, index: int, count: int) -> tuple[Tensor, Tensor]:
-        """A fixed validation batch: the same windows at every evaluation."""
-        return self.batch(seed + _EVAL_STREAM, index, 0, count)
+    def fixed_count(self, max_tokens: int) -> int:
+        """How many windows `fixed` has: the split cut into `block_size` pieces (each with the
+        next token as its last target), no more than `max_tokens` tokens' worth, at least one."""
+        whole = (int(self.starts[-1]) - 1) // self.block_size
+        return max(1, min(whole, max_tokens // self.block_size))
+
+    def fixed(self, first: int, count: int) -> tuple[Tensor, Tensor]:
+        """Windows `first .. first+count-1` of the split read in order, without overlap: the
+        evaluation set, which depends on the data and block_size only (no seed, no batch)."""
+        starts = range(first * self.block_size, (first + count) * self.block_size, self.block_size)
+        data = torch.from_numpy(np.stack([self._window(s) for s in starts]).astype(np.int64))
+        return data[:, :-1], data[:, 1:]
 
     def _window(self, start: int) -> np.ndarray:
         end = start + self.block_size + 1

@@ -65,12 +65,18 @@ def no_sync_unless(last: bool, model: nn.Module) -> AbstractContextManager:
     return model.no_sync()
 
 
-def mean_across(value: float, world: World, device: torch.device) -> float:
+def sum_across(values: torch.Tensor, world: World, device: torch.device) -> torch.Tensor:
+    """Element-wise sum over all processes (a copy on the CPU), for every rank."""
     if not world.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+        return values
+    tensor = values.to(device)
     dist.all_reduce(tensor)
-    return tensor.item() / world.size
+    return tensor.cpu()
+
+
+def mean_across(value: float, world: World, device: torch.device) -> float:
+    total = sum_across(torch.tensor([value], dtype=torch.float64), world, device)
+    return float(total[0]) / world.size
 
 
 def barrier(world: World) -> None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from gptforge.model import checkpoint
+from gptforge.model import budget, checkpoint
 from gptforge.model.data import Dataset, TokenWindows
 from gptforge.model.distributed import (
     World,
@@ -24,9 +24,11 @@ from gptforge.model.distributed import (
     mean_across,
     no_sync_unless,
     shutdown,
+    sum_across,
     wants_cuda,
     wrap,
 )
+from gptforge.model.evaluate import evaluate as evaluate_windows
 from gptforge.model.gpt import GPT
 from gptforge.model.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from gptforge.model.memory import check_training_memory
@@ -48,14 +50,25 @@ class Callbacks:
 
 @dataclass
 class TrainResult:
+    """How a run ended. `checkpoint` is the last one (what `resume` continues); `weights` is
+    what to register: the best evaluation's (`<out>/best`), or the last step's when the data
+    has no val split. `best` holds that evaluation's step and val metrics."""
+
     checkpoint: Path
+    weights: Path
     steps: int
     train_loss: float
-    val_loss: float | None
+    best: dict[str, float] | None
     precision: str
     device: str
     dataset_digest: str
+    stopped_early: bool = False
+    budget_plan: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def val_loss(self) -> float | None:
+        return None if self.best is None else self.best["val_loss"]
 
 
 @dataclass
@@ -67,6 +80,7 @@ class Checked:
     train: TokenWindows
     val: TokenWindows | None
     resume_from: Path | None
+    cfg: TrainConfig  # the settings as given, or as the resumed run's time budget fixed them
 
 
 @dataclass
@@ -75,12 +89,15 @@ class Setup(Checked):
 
     world: World
     device: torch.device
+    plan: str = ""  # how a time budget was spent (steps, model), for the log
 
 
 def validate(cfg: TrainConfig) -> Checked:
     """Every check that can fail, with no process group and no compute: device, precision,
     data, tokenizer, windows that fit the context, checkpoints. Callers run it before they
     open a tracking run."""
+    if cfg.resume and cfg.time_budget is not None:
+        cfg = budget_as_planned(cfg)
     cuda = wants_cuda(cfg.device)
     if cuda and not torch.cuda.is_available():
         raise ConfigError("device", "cuda requested but no CUDA device is available")
@@ -94,11 +111,30 @@ def validate(cfg: TrainConfig) -> Checked:
             f"the data was tokenized with {dataset.tokenizer!r}, the model uses "
             f"{cfg.model.tokenizer!r}",
         )
+    train, val = windows_for(cfg, dataset)
+    return Checked(precision, dataset, train, val, _check_checkpoints(cfg, dataset), cfg)
+
+
+def windows_for(cfg: TrainConfig, dataset: Dataset) -> tuple[TokenWindows, TokenWindows | None]:
+    """The training windows, and the validation ones when the val split fills one."""
     train = TokenWindows(cfg.data_dir, "train", cfg.model.block_size)
     val = None
     if dataset.tokens["val"] > cfg.model.block_size:
         val = TokenWindows(cfg.data_dir, "val", cfg.model.block_size)
-    return Checked(precision, dataset, train, val, _check_checkpoints(cfg, dataset))
+    return train, val
+
+
+def budget_as_planned(cfg: TrainConfig) -> TrainConfig:
+    """A resumed time-budgeted run keeps the model and step count its start fixed (they are
+    in its checkpoint), so it continues exactly; nothing is measured again."""
+    try:
+        latest = checkpoint.resolve_checkpoint(cfg.out_dir)
+        saved = checkpoint.read_trainer_state(latest)["settings"]
+        model = checkpoint.read_config(latest)
+    except (checkpoint.CheckpointError, KeyError) as exc:
+        raise ConfigError("resume", f"nothing to resume: {exc}") from exc
+    planned = replace(cfg, model=model, size_for_budget=False)
+    return planned.for_steps(int(saved["max_steps"]))
 
 
 def prepare(cfg: TrainConfig) -> Setup:
@@ -116,11 +152,15 @@ def train(
     The first Ctrl-C or SIGTERM (or `stop.set()`) ends the current step, writes a checkpoint
     and raises `TrainingInterrupted`; `resume` continues from there as if never stopped.
     """
+    started = time.monotonic()
     callbacks = callbacks or Callbacks()
     setup = prepare(cfg)
     try:
         with stop_on_signals(stop or StopRequest()) as request:
-            return _train(cfg, setup, callbacks, request)
+            cfg = setup.cfg
+            if cfg.time_budget is not None and setup.resume_from is None:
+                cfg, setup = plan_budget(cfg, setup, started)
+            return _train(cfg, setup, callbacks, request, started)
     finally:
         shutdown(setup.world)
 
@@ -215,7 +255,48 @@ def train_step(
     return step_loss, grad_norm
 
 
-def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks, stop: StopRequest) -> TrainResult:
+def plan_budget(cfg: TrainConfig, setup: Setup, started: float) -> tuple[TrainConfig, Setup]:
+    """Measure this machine on the model (first choosing the model, with size_for_budget),
+    then fix max_steps so training, evaluations and the final checkpoint fit the budget."""
+    world, device, precision = setup.world, setup.device, setup.precision
+    scaler = grad_scaler(precision, device)
+
+    def step(model: nn.Module, optimizer: torch.optim.Optimizer, micro: list) -> None:
+        train_step(model, optimizer, micro, precision, device, scaler, cfg.grad_clip)
+
+    def measured(cfg: TrainConfig, setup: Setup) -> budget.Speed:
+        torch.manual_seed(cfg.seed)
+        speed = budget.measure(cfg, GPT(cfg.model).to(device), setup.train, setup.val, step, device)
+        slowest = sum_across(torch.tensor([speed.step_s, speed.eval_s]), world, device)
+        return budget.Speed(*(slowest / world.size).tolist()) if world.distributed else speed
+
+    def remaining() -> float:
+        return cfg.time_budget - (time.monotonic() - started)
+
+    speed = measured(cfg, setup)
+    reason = ""
+    if cfg.size_for_budget:
+        split_tokens = (setup.dataset.tokens["train"], setup.dataset.tokens["val"])
+        plan = budget.sized(cfg, split_tokens, remaining(), speed)
+        cfg, reason = plan.cfg, plan.reason
+        check_training_memory(cfg, precision, device)
+        train_windows, val_windows = windows_for(cfg, setup.dataset)
+        setup = replace(setup, train=train_windows, val=val_windows, cfg=cfg)
+        speed = measured(cfg, setup)
+    steps = budget.steps_for(remaining(), speed, cfg.eval_interval)
+    if cfg.size_for_budget:
+        steps = min(steps, budget.epoch_capped_steps(cfg, setup.dataset.tokens["train"]))
+    planned = cfg.for_steps(steps)
+    setup.plan = (
+        f"{steps} steps of {speed.step_s:.3g} s, evaluations of {speed.eval_s:.3g} s, in "
+        f"{cfg.time_budget:g} s" + (f"; model: {reason}" if reason else "")
+    )
+    return planned, setup
+
+
+def _train(
+    cfg: TrainConfig, setup: Setup, callbacks: Callbacks, stop: StopRequest, started: float
+) -> TrainResult:
     world, device, precision = setup.world, setup.device, setup.precision
     torch.manual_seed(cfg.seed + world.rank)
     model = GPT(cfg.model).to(device)
@@ -241,11 +322,21 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks, stop: StopReque
                 "dataset_digest": setup.dataset.digest,
                 "start_step": step,
                 "peak_flops": flops_peak or 0.0,
+                "max_steps": cfg.max_steps,
+                "model": cfg.model.to_json(),
+                **({"budget_plan": setup.plan} if setup.plan else {}),
             }
         )
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
     last: dict[str, float] = history[-1] if history else {}
-    while step < cfg.max_steps:
+    best = best_evaluation(history)
+    stopped_early = False
+    # A budgeted run that turns out slower than measured still ends on time, its schedule cut
+    # short. A resumed one has its step count fixed already and no clock of its own.
+    fresh_budget = cfg.time_budget is not None and setup.resume_from is None
+    deadline = started + cfg.time_budget if fresh_budget else None
+    final = False
+    while step < cfg.max_steps and not stopped_early and not final:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         runnable.train()
@@ -261,7 +352,7 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks, stop: StopReque
         step += 1
         window_loss += float(step_loss)
         window_steps += 1
-        final = step == cfg.max_steps
+        final = step == cfg.max_steps or past(deadline, world, device)
         evaluate = step % cfg.eval_interval == 0 or final
         if step % cfg.log_interval == 0 or evaluate:
             elapsed = time.perf_counter() - window_start
@@ -275,16 +366,23 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks, stop: StopReque
             if flops_peak:
                 per_device = tokens_per_s / world.size
                 metrics["mfu"] = model.flops_per_token() * per_device / flops_peak
-            if evaluate:
-                metrics |= _evaluate(model, setup, cfg, precision)
+            if evaluate and setup.val is not None:
+                scored = evaluate_windows(model, setup.val, cfg.eval_tokens, device, world)
+                metrics |= scored.metrics()
             window_loss, window_steps = 0.0, 0
             last = {"step": step, **metrics}
             history.append(last)
+            if "val_loss" in last and (best is None or last["val_loss"] < best["val_loss"]):
+                best = last
+                if world.is_main:
+                    state = {"step": step, "dataset_digest": setup.dataset.digest, "best": best}
+                    checkpoint.save_best(cfg.out_dir, model, state)
+            stopped_early = patience_ran_out(history, best, cfg.early_stop_patience)
             if world.is_main:
                 callbacks.on_metrics(step, metrics)
             window_start = time.perf_counter()
         stopping = stop_agreed(stop, world, device)
-        if step % cfg.checkpoint_interval == 0 or final or stopping:
+        if step % cfg.checkpoint_interval == 0 or final or stopping or stopped_early:
             if world.is_main:
                 state = {
                     "step": step,
@@ -302,17 +400,43 @@ def _train(cfg: TrainConfig, setup: Setup, callbacks: Callbacks, stop: StopReque
         if stopping and not final:
             raise TrainingInterrupted(step, checkpoint.resolve_checkpoint(cfg.out_dir), stop.signum)
     final_checkpoint = checkpoint.resolve_checkpoint(cfg.out_dir)
-    val_losses = [h["val_loss"] for h in history if "val_loss" in h]
     return TrainResult(
         checkpoint=final_checkpoint,
+        weights=final_checkpoint if best is None else cfg.out_dir / checkpoint.BEST,
         steps=step,
         train_loss=last.get("train_loss", math.nan),
-        val_loss=val_losses[-1] if val_losses else None,
+        best=best,
         precision=precision,
         device=str(device),
         dataset_digest=setup.dataset.digest,
+        stopped_early=stopped_early,
+        budget_plan=setup.plan,
         history=history,
     )
+
+
+def best_evaluation(history: list[dict[str, float]]) -> dict[str, float] | None:
+    """The logged step with the lowest val_loss (the first of equals), or None."""
+    evaluated = [h for h in history if "val_loss" in h]
+    return min(evaluated, key=lambda h: h["val_loss"]) if evaluated else None
+
+
+def patience_ran_out(
+    history: list[dict[str, float]], best: dict[str, float] | None, patience: int | None
+) -> bool:
+    """Early stopping: `patience` evaluations in a row since the best without beating it."""
+    if patience is None or best is None:
+        return False
+    since = [h for h in history if "val_loss" in h and h["step"] > best["step"]]
+    return len(since) >= patience
+
+
+def past(deadline: float | None, world: World, device: torch.device) -> bool:
+    """Whether the time budget is spent (on any process: all stop at the same step)."""
+    if deadline is None:
+        return False
+    late = float(time.monotonic() > deadline)
+    return (mean_across(late, world, device) if world.distributed else late) > 0
 
 
 def stop_agreed(stop: StopRequest, world: World, device: torch.device) -> bool:
@@ -321,23 +445,6 @@ def stop_agreed(stop: StopRequest, world: World, device: torch.device) -> bool:
     if not world.distributed:
         return stop.is_set()
     return mean_across(float(stop.is_set()), world, device) > 0
-
-
-@torch.no_grad()
-def _evaluate(model: GPT, setup: Setup, cfg: TrainConfig, precision: str) -> dict[str, float]:
-    """Mean loss over fixed validation windows (the same ones at every evaluation)."""
-    if setup.val is None:
-        return {}
-    model.eval()
-    losses = []
-    for index in range(cfg.eval_batches):
-        x, y = setup.val.eval_batch(cfg.seed, index, cfg.batch_size)
-        with autocast(precision, setup.device):
-            _, loss = model(x.to(setup.device), y.to(setup.device))
-        losses.append(float(loss))
-    model.train()
-    val_loss = sum(losses) / len(losses)
-    return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
 
 
 def _check_checkpoints(cfg: TrainConfig, dataset: Dataset) -> Path | None:

@@ -11,7 +11,7 @@ here: the CLI reads defaults and refuses bad values before anything heavy is imp
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -32,7 +32,8 @@ class TrainConfig:
 
     data_dir: Path
     out_dir: Path
-    model: GPTConfig = field(default_factory=lambda: preset("tiny"))
+    # None: `tiny`, or with `time_budget` the size that budget buys on this machine and data.
+    model: GPTConfig | None = None
     max_steps: int = setting(200, "optimizer steps to train to", ge=1)
     batch_size: int = setting(8, "sequences per micro-batch, each block_size tokens", ge=1)
     grad_accum: int = setting(1, "micro-batches accumulated per optimizer step", ge=1)
@@ -56,15 +57,33 @@ class TrainConfig:
     device: Device = setting("auto", "auto (CUDA when there is one), cpu or cuda", choices=DEVICES)
     compile: bool = setting(False, "torch.compile the model")
     eval_interval: int = setting(50, "steps between validation-loss evaluations", ge=1)
-    eval_batches: int = setting(10, "validation batches per evaluation", ge=1)
+    eval_tokens: int | None = setting(
+        None,
+        "validation tokens per evaluation, in consecutive block_size windows; "
+        "unset: the whole val split, at most 32,768",
+        ge=1,
+    )
+    early_stop_patience: int | None = setting(
+        None, "stop after this many evaluations without a lower val_loss; unset: never", ge=1
+    )
     log_interval: int | None = setting(
         None, "steps between logged metrics; unset: from eval_interval and max_steps", ge=1
     )
     checkpoint_interval: int = setting(100, "steps between checkpoints (and one at the end)", ge=1)
     keep_last: int = setting(2, "checkpoints kept in out_dir", ge=1)
     seed: int = setting(1337, "decides the initial weights and every batch", ge=0, le=2**63 - 1)
+    time_budget: float | None = setting(
+        None,
+        "seconds to train for (measuring, evaluations and checkpoints included): sets "
+        "max_steps from this machine's measured speed, and the model size if none is given",
+        gt=0,
+    )
     resume: bool = setting(False, "continue the run in out_dir where its last checkpoint stopped")
     init_from: Path | None = setting(None, "start from these weights with a fresh optimizer")
+    # Not settings: whether the model is to be sized for the time budget (no model given),
+    # and the names of the fields above decided in `_derive` rather than given.
+    size_for_budget: bool = False
+    derived: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -72,14 +91,10 @@ class TrainConfig:
         if self.init_from is not None:
             object.__setattr__(self, "init_from", Path(self.init_from))
         check_fields(self)
-        derived = {
-            "min_lr": self.learning_rate / 10,
-            "warmup_steps": min(100, self.max_steps // 10),
-            "log_interval": max(1, min(10, self.eval_interval, self.max_steps // 20)),
-        }
-        for name, value in derived.items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
+        if self.model is None:
+            object.__setattr__(self, "model", preset("tiny"))
+            object.__setattr__(self, "size_for_budget", self.time_budget is not None)
+        self._derive()
         if self.tokens_per_step is not None:
             world = int(os.environ.get("WORLD_SIZE", "1"))
             accum = grad_accum_for(
@@ -91,12 +106,28 @@ class TrainConfig:
         if self.resume and self.init_from is not None:
             raise ConfigError("init_from", "resume continues a run; init_from starts a new one")
 
+    def _derive(self) -> None:
+        derived = {
+            "min_lr": self.learning_rate / 10,
+            "warmup_steps": min(100, self.max_steps // 10),
+            "log_interval": max(1, min(10, self.eval_interval, self.max_steps // 20)),
+        }
+        unset = self.derived or frozenset(k for k in derived if getattr(self, k) is None)
+        object.__setattr__(self, "derived", unset)
+        for name in unset:
+            object.__setattr__(self, name, derived[name])
+
+    def for_steps(self, max_steps: int) -> TrainConfig:
+        """These settings with another step count; what was derived from it is derived anew
+        (a time budget fixes the count only once this machine has been measured)."""
+        return replace(self, max_steps=max_steps, **dict.fromkeys(self.derived))
+
     def tokens_per_step_for(self, world_size: int = 1) -> int:
         return self.batch_size * self.grad_accum * self.model.block_size * world_size
 
     def to_params(self) -> dict[str, Any]:
         """Flat, resolved settings: what a tracking run records."""
-        params = {k: v for k, v in asdict(self).items() if k != "model"}
+        params = {k: v for k, v in asdict(self).items() if k not in ("model", "derived")}
         params |= {f"model.{k}": v for k, v in self.model.to_json().items()}
         return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
 

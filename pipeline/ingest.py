@@ -242,11 +242,6 @@ def batched(jobs: Sequence[ExtractJob]) -> list[Batch]:
     return batches
 
 
-def apply_results(work: Plan, indices: Sequence[int], results: Sequence[dict]) -> None:
-    for index, result in zip(indices, results, strict=True):
-        apply_result(work.records[index], result)
-
-
 def apply_result(record: FileRecord, result: dict) -> None:
     record.status, record.reason = result["status"], result.get("reason")
     for name in ("extractor", "pages", "ocr_pages", "chars", "tokens", "doc_sha256"):
@@ -263,13 +258,12 @@ def assemble(work: Plan) -> dict[str, Any]:
     _dedupe_text(work.records)
     shard_dir = cfg.out / "shards"
     writers = {split: ShardWriter(shard_dir, split, cfg.shard_tokens) for split in SPLITS}
-    for record in work.records:
-        if record.status != Status.OK:
-            continue
+    documents = [record for record in work.records if record.status == Status.OK]
+    assign_splits(documents, cfg.val_fraction)
+    for record in documents:
         tokens = cache.tokens(cache_key(record.sha256, record.kind, cfg.extraction_key()))
         if tokens is None:
             raise IngestError(f"cache entry for {display_path(record.path)} vanished during ingest")
-        record.split = split_of(record.doc_sha256, cfg.val_fraction)
         record.shard, record.offset = writers[record.split].add(tokens)
         record.shard = f"shards/{record.shard}"
     shards = {split: writers[split].close() for split in SPLITS}
@@ -287,7 +281,22 @@ def assemble(work: Plan) -> dict[str, Any]:
 
 def split_of(doc_sha256: str, val_fraction: float) -> str:
     """A pure function of the document's content: adding files never moves old documents."""
-    return "val" if int(doc_sha256[:16], 16) < val_fraction * 2**64 else "train"
+    return "val" if _hash_point(doc_sha256) < val_fraction * 2**64 else "train"
+
+
+def assign_splits(documents: list[FileRecord], val_fraction: float) -> None:
+    """Each document's split by its own content hash (`split_of`). A small corpus can get no
+    validation document that way (8 documents at 0.05: two times in three); then, if it has
+    two or more and `val_fraction` > 0, the one whose hash lies lowest goes to val, the one
+    the rule would pick first as the fraction grows. Still a pure function of the contents."""
+    for record in documents:
+        record.split = split_of(record.doc_sha256, val_fraction)
+    if val_fraction > 0 and len(documents) >= 2 and all(r.split == "train" for r in documents):
+        min(documents, key=lambda r: _hash_point(r.doc_sha256)).split = "val"
+
+
+def _hash_point(doc_sha256: str) -> int:
+    return int(doc_sha256[:16], 16)
 
 
 def _dedupe_text(records: list[FileRecord]) -> None:

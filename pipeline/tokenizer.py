@@ -67,6 +67,16 @@ def gpt2_encoding() -> tiktoken.Encoding:
     )
 
 
+@lru_cache(maxsize=1)
+def token_byte_lengths() -> np.ndarray:
+    """UTF-8 bytes each token id stands for (0 for end-of-text), for bits per byte: a loss
+    measured per byte of text instead of per token does not depend on the tokenizer."""
+    lengths = np.zeros(VOCAB_SIZE, dtype=np.int64)
+    for token, rank in mergeable_ranks().items():
+        lengths[rank] = len(token)
+    return lengths
+
+
 def encode(text: str) -> list[int]:
     """Ordinary encoding: a literal '<|endoftext|>' in a document is text, not a separator."""
     return gpt2_encoding().encode_ordinary(text)

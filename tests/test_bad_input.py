@@ -408,6 +408,7 @@ FINISHED = {
     "checkpoint": "c",
     "train_loss": 1.0,
     "val_loss": None,
+    "budget_plan": "",
 }
 
 

@@ -53,7 +53,7 @@ def test_flow_tracks_the_run_and_registers_a_loadable_model(
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [2, 4]
-    assert run.data.metrics["final_val_loss"] == pytest.approx(result["val_loss"])
+    assert run.data.metrics["best_val_loss"] == pytest.approx(result["val_loss"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"loss_curve.png", "checkpoint"} <= artifacts
 

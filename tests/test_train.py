@@ -49,7 +49,7 @@ def test_loss_decreases_on_a_small_real_corpus(token_data: Path, tmp_path: Path)
     assert last["train_loss"] < first["train_loss"] - 1.0
     assert result.val_loss is not None and result.val_loss < 9.0
     assert {"train_loss", "lr", "grad_norm", "tokens_per_s", "mfu"} <= set(first)
-    assert {"val_loss", "val_perplexity"} <= set(recorder.metrics[-1][1])
+    assert {"val_loss", "val_ppl", "val_bpb"} <= set(recorder.metrics[-1][1])
     assert recorder.checkpoints == [20, 40]
     assert recorder.info["parameters"] == GPT(MICRO).num_params()
 

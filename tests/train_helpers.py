@@ -25,7 +25,7 @@ def micro_config(data: Path, out: Path, **overrides: Any) -> TrainConfig:
         device="cpu",
         warmup_steps=2,
         eval_interval=3,
-        eval_batches=2,
+        eval_tokens=2048,
         log_interval=1,
         checkpoint_interval=3,
     )

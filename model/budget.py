@@ -1,0 +1,169 @@
+"""Training for a wall-clock budget: measure this machine, then fix the step count (and, when
+asked, the model's size) before the first real step.
+
+The step count is fixed up front, not discovered by watching the clock, so the learning-rate
+schedule (warmup, cosine decay to `min_lr`) is laid over the whole budget and a stopped run
+resumes exactly: the count is saved with every checkpoint. Measuring runs a few optimizer
+steps and one evaluation on a throwaway copy of the model, on real batches; its cost counts
+against the budget.
+
+Sizing (`size_for_budget`) picks the largest model of a ladder that this budget can train to
+about compute-optimal: about 20 training tokens per parameter (Hoffmann et al. 2022), counting
+the transformer blocks' parameters (the token embedding, which doubles as the output layer,
+is a fixed cost that dominates small models and is left out). On a small dataset the tokens
+are capped at MAX_EPOCHS passes over the training split (repeating data beyond ~4 epochs
+stops paying: Muennighoff et al. 2023), and the model is sized for those tokens instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from gptforge.model.config import GPTConfig
+from gptforge.model.data import TokenWindows
+from gptforge.model.evaluate import evaluate
+from gptforge.model.gpt import GPT
+from gptforge.model.train_config import TrainConfig
+
+TOKENS_PER_PARAMETER = 20
+MAX_EPOCHS = 4
+# Steps run untimed (allocation, first-call overheads), then timed.
+WARM_STEPS, TIMED_STEPS = 2, 3
+# Share of the remaining budget planned for; the rest absorbs checkpoints and jitter.
+PLANNED_SHARE = 0.95
+# The ladder `size_for_budget` chooses from: depth d, width 64 x d (64-wide heads).
+LADDER_DEPTHS = (1, 2, 3, 4, 6, 8, 12, 16)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Seconds per optimizer step and per evaluation of one model on this machine."""
+
+    step_s: float
+    eval_s: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the budget buys: the settings to train with and why, for the log."""
+
+    cfg: TrainConfig
+    reason: str
+
+
+def ladder(max_context: int) -> list[GPTConfig]:
+    """Models from 1 block of 64 wide to 16 blocks of 1024, context growing with depth (and
+    at most `max_context`, which the data must be able to fill)."""
+    shapes = []
+    for depth in LADDER_DEPTHS:
+        context = 128 if depth <= 2 else 256 if depth <= 6 else 512 if depth <= 8 else 1024
+        shapes.append(
+            GPTConfig(
+                block_size=min(context, max_context),
+                n_layer=depth,
+                n_head=depth,
+                n_embd=64 * depth,
+            )
+        )
+    return shapes
+
+
+def block_parameters(config: GPTConfig) -> int:
+    """Parameters of the transformer blocks (attention, MLP, norms): what the 20-tokens rule
+    counts here."""
+    c = config.n_embd
+    per_layer = 12 * c * c + 13 * c if config.bias else 12 * c * c + 2 * c
+    return config.n_layer * per_layer
+
+
+def measure(
+    cfg: TrainConfig,
+    model: GPT,
+    train: TokenWindows,
+    val: TokenWindows | None,
+    step_fn,
+    device: torch.device,
+) -> Speed:
+    """Time WARM_STEPS + TIMED_STEPS optimizer steps and one evaluation on a copy of `model`
+    (its weights and any optimizer state are thrown away after)."""
+    from gptforge.model.train import make_optimizer  # the optimizer training uses
+
+    probe = copy.deepcopy(model).train()
+    optimizer = make_optimizer(probe, cfg, device)
+    batches = [
+        train.batch(cfg.seed, step, micro * cfg.batch_size, cfg.batch_size)
+        for step in range(WARM_STEPS + TIMED_STEPS)
+        for micro in range(cfg.grad_accum)
+    ]
+    started = 0.0
+    for step in range(WARM_STEPS + TIMED_STEPS):
+        if step == WARM_STEPS:
+            _sync(device)
+            started = time.perf_counter()
+        micro = batches[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
+        step_fn(probe, optimizer, micro)
+    _sync(device)
+    step_s = (time.perf_counter() - started) / TIMED_STEPS
+    eval_s = 0.0
+    if val is not None:
+        started = time.perf_counter()
+        evaluate(probe, val, cfg.eval_tokens, device)
+        eval_s = time.perf_counter() - started
+    return Speed(step_s=step_s, eval_s=eval_s)
+
+
+def steps_for(remaining_s: float, speed: Speed, eval_interval: int) -> int:
+    """Steps that fit `remaining_s` with an evaluation every `eval_interval` steps and one at
+    the end: n x step + (n / eval_interval + 1) x eval <= PLANNED_SHARE x remaining."""
+    usable = PLANNED_SHARE * remaining_s - speed.eval_s
+    per_step = speed.step_s + speed.eval_s / eval_interval
+    return max(1, math.floor(usable / per_step))
+
+
+def sized(
+    cfg: TrainConfig, split_tokens: tuple[int, int], remaining_s: float, reference: Speed
+) -> Plan:
+    """The largest ladder model this budget trains to ~TOKENS_PER_PARAMETER tokens per block
+    parameter, estimated from `reference` (the speed of `cfg.model`, measured) scaled by
+    training FLOPs per token; the tokens are capped at MAX_EPOCHS passes over the data."""
+    with torch.device("meta"):
+        reference_flops = GPT(cfg.model).flops_per_token()
+    tokens_per_s = cfg.tokens_per_step_for() / reference.step_s
+    flops_per_s = reference_flops * tokens_per_s
+    train_tokens, val_tokens = split_tokens
+    data_cap = MAX_EPOCHS * train_tokens
+    fillable = min(train_tokens, val_tokens or train_tokens) - 1
+    max_context = 2 ** int(math.log2(max(fillable, 64)))
+    chosen, tokens = None, 0.0
+    for shape in ladder(min(1024, max_context)):
+        with torch.device("meta"):
+            flops = GPT(shape).flops_per_token()
+        affordable = min(PLANNED_SHARE * remaining_s * flops_per_s / flops, data_cap)
+        if chosen is None or affordable >= TOKENS_PER_PARAMETER * block_parameters(shape):
+            chosen, tokens = shape, affordable
+    assert chosen is not None  # the ladder is never empty
+    limit = f"the data: {MAX_EPOCHS} epochs" if tokens >= data_cap else "the budget"
+    reason = (
+        f"{chosen.n_layer} layers x {chosen.n_embd} wide, context {chosen.block_size}: "
+        f"{block_parameters(chosen):,} block parameters, ~{tokens:,.0f} training tokens "
+        f"affordable (limited by {limit}; compute-optimal is {TOKENS_PER_PARAMETER} per "
+        f"parameter), from {tokens_per_s:,.0f} tokens/s measured on the "
+        f"{cfg.model.n_layer}x{cfg.model.n_embd} model"
+    )
+    model = replace(chosen, vocab_size=cfg.model.vocab_size, dropout=cfg.model.dropout)
+    return Plan(cfg=replace(cfg, model=model), reason=reason)
+
+
+def epoch_capped_steps(cfg: TrainConfig, train_tokens: int) -> int:
+    """The steps of MAX_EPOCHS passes over the training split at this batch shape."""
+    return max(1, math.ceil(MAX_EPOCHS * train_tokens / cfg.tokens_per_step_for()))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,93 @@
+"""Training for a time budget (`model.budget`): the step count is fixed from this machine's
+measured speed before the first step, the model is sized for the budget when none is given,
+and a stopped budgeted run resumes to the same plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from train_helpers import MICRO, micro_config
+
+from gptforge.model import budget
+from gptforge.model.budget import Speed, block_parameters, steps_for
+from gptforge.model.checkpoint import TRAINER_STATE, resolve_checkpoint
+from gptforge.model.config import GPTConfig
+from gptforge.model.interrupt import StopRequest, TrainingInterrupted
+from gptforge.model.train import Callbacks, train
+from gptforge.model.train_config import TrainConfig
+
+
+def test_the_step_count_leaves_room_for_every_evaluation() -> None:
+    """n steps of 1 s and an evaluation of 5 s every 10 steps plus one at the end fit 95% of
+    100 s: n + 5 (n / 10 + 1) <= 95, so n = 60."""
+    assert steps_for(100.0, Speed(step_s=1.0, eval_s=5.0), eval_interval=10) == 60
+    assert steps_for(1.0, Speed(step_s=10.0, eval_s=0.0), eval_interval=10) == 1, "at least one"
+
+
+def test_a_bigger_budget_buys_a_bigger_model_and_small_data_caps_it(tmp_path: Path) -> None:
+    cfg = TrainConfig(data_dir=tmp_path, out_dir=tmp_path, model=MICRO, time_budget=60)
+    speed = Speed(step_s=0.1, eval_s=1.0)
+    plenty = (10**9, 10**7)
+
+    def layers(budget_s: float, tokens: tuple[int, int] = plenty) -> int:
+        return budget.sized(cfg, tokens, budget_s, speed).cfg.model.n_layer
+
+    sizes = [layers(seconds) for seconds in (60, 600, 6000, 60000)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    assert layers(60000, (5_000, 1_000)) == 1, "4 epochs of 5,000 tokens buy the smallest"
+    plan = budget.sized(cfg, plenty, 60000, speed)  # affords more than the smallest
+    tokens = float(plan.reason.split("~")[1].split(" ")[0].replace(",", ""))
+    assert plan.cfg.model.n_layer > 1
+    assert tokens >= budget.TOKENS_PER_PARAMETER * block_parameters(plan.cfg.model)
+
+
+def test_the_ladder_fits_the_context_to_the_data() -> None:
+    assert {shape.block_size for shape in budget.ladder(max_context=64)} == {64}
+    assert all(isinstance(shape, GPTConfig) for shape in budget.ladder(1024))
+
+
+def test_a_budgeted_run_plans_its_steps_and_records_the_plan(
+    token_data: Path, tmp_path: Path
+) -> None:
+    cfg = micro_config(
+        token_data, tmp_path / "run", time_budget=6.0, eval_interval=5, warmup_steps=None
+    )
+    result = train(cfg)
+    saved = json.loads((resolve_checkpoint(result.checkpoint) / TRAINER_STATE).read_text())
+    planned = saved["settings"]["max_steps"]
+    assert planned >= 1 and result.steps <= planned
+    assert result.budget_plan.startswith(f"{planned} steps of ")
+    assert saved["settings"]["warmup_steps"] == min(100, planned // 10), "derived anew"
+
+
+def test_without_a_model_the_budget_chooses_one(token_data: Path, tmp_path: Path) -> None:
+    cfg = micro_config(token_data, tmp_path / "run", time_budget=6.0, model=None)
+    assert cfg.size_for_budget
+    result = train(cfg)
+    assert "model: " in result.budget_plan and "block parameters" in result.budget_plan
+
+
+def test_a_stopped_budgeted_run_resumes_to_the_steps_it_planned(
+    token_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No second measurement: the resumed run takes model and step count from its checkpoint.
+    (The measurement is fixed here so that the plan has steps to stop in, however busy the
+    machine: at most 0.95 x 8 s / 0.35 s = 21 steps, less what opening the data took.)"""
+    monkeypatch.setattr(budget, "measure", lambda *args: Speed(step_s=0.35, eval_s=0.0))
+    out = tmp_path / "run"
+    stop = StopRequest()
+
+    class StopAtThree(Callbacks):
+        def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+            if step == 3:
+                stop.set()
+
+    cfg = micro_config(token_data, out, time_budget=8.0, eval_interval=100, checkpoint_interval=100)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, StopAtThree(), stop)
+    planned = json.loads((resolve_checkpoint(out) / TRAINER_STATE).read_text())["settings"]
+    assert 3 < planned["max_steps"] <= 21
+    resumed = train(micro_config(token_data, out, time_budget=8.0, resume=True))
+    assert resumed.steps == planned["max_steps"] and resumed.budget_plan == ""
