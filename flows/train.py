@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from gptforge.flows.home import mlflow_uri
 from gptforge.flows.metric_sender import MetricSender, TrackingUnavailable
@@ -25,9 +26,17 @@ from gptforge.flows.tracking import (
     run_link,
     stage_run,
 )
-from gptforge.flows.train_settings import train_config
+from gptforge.flows.train_settings import GPT_DEFAULTS, train_config
 from gptforge.model.checkpoint import CONFIG, TRAINER_STATE, read_trainer_state
-from gptforge.model.train import Callbacks, TrainResult, schedule_change, train, validate
+from gptforge.model.config import Recipe
+from gptforge.model.train import (
+    Callbacks,
+    Checked,
+    TrainResult,
+    schedule_change,
+    train,
+    validate,
+)
 from gptforge.model.train_config import Device, Precision, TrainConfig
 from gptforge.pipeline.atomic import write_text_atomic
 from gptforge.pipeline.settings import defaults
@@ -73,14 +82,14 @@ class MlflowCallbacks(Callbacks):
 
 
 @task(name="train-model", cache_policy=NO_CACHE)
-def train_task(cfg: TrainConfig, run_id: str) -> TrainResult:
+def train_task(cfg: TrainConfig, run_id: str, checked: Checked) -> TrainResult:
     """The training loop itself; a crash leaves the last checkpoint for `resume`.
 
     Metrics go to MLflow in the background; if the server stays away, the run still ends
     here, locally, and `resume` delivers what is missing from the checkpoint's history."""
     callbacks = MlflowCallbacks(run_id, cfg.max_steps)
     try:
-        result = train(cfg, callbacks)
+        result = train(cfg, callbacks, checked=checked)
     finally:
         lost = callbacks.sender.close(timeout=SEND_TIMEOUT_S)
     if lost:
@@ -105,6 +114,7 @@ def train_flow(
     out: str | None = None,
     preset: str | None = None,
     model_overrides: dict[str, Any] | None = None,
+    recipe: Recipe = GPT_DEFAULTS["recipe"],
     max_steps: int = D["max_steps"],
     batch_size: int = D["batch_size"],
     grad_accum: int = D["grad_accum"],
@@ -144,13 +154,14 @@ def train_flow(
         preset: model size: tiny, small, mini, gpt2 or gpt2-medium; unset: tiny, or with
             time_budget the size the budget buys (see model/budget.py).
         model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
+        recipe: gpt2 or modern (model.config.GPTConfig.recipe; docs/training.md).
         experiment: MLflow experiment.
         model_name: MLflow registered model that gets the new version.
     """
     settings = {k: v for k, v in locals().items() if k in D and k != "init_from"}
     logger = get_run_logger()
     check_tracking_names(experiment, model_name)  # not only once the model is trained
-    cfg = train_config(data, out, preset, model_overrides, init_from, **settings)
+    cfg = train_config(data, out, preset, model_overrides, init_from, recipe, **settings)
     checked = validate(cfg)
     if note := schedule_change(cfg, checked.resume_from):
         logger.warning(note)
@@ -168,7 +179,7 @@ def train_flow(
             log_dataset(cfg.data_dir, dataset.digest, context="training")
         if ingest_run:
             mlflow.set_tag(INGEST_RUN_TAG, ingest_run)
-        result = train_task(cfg, run_id)
+        result = train_task(cfg, run_id, quote(checked))
         if result.history:
             mlflow.log_artifact(str(plot_loss_curve(result.history, out_dir / "loss_curve.png")))
         for file in (CONFIG, TRAINER_STATE):

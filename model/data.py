@@ -27,6 +27,7 @@ class Dataset:
     digest: str
     tokens: dict[str, int]
     tokenizer: str
+    shards: dict[str, list[dict]]  # per split: the manifest's {"file", "tokens", "sha256"}
 
     @classmethod
     def open(cls, directory: Path) -> Dataset:
@@ -39,6 +40,7 @@ class Dataset:
             digest=manifest["dataset_digest"],
             tokens={split: info["tokens"] for split, info in manifest["splits"].items()},
             tokenizer=manifest["tokenizer"]["name"],
+            shards={split: info["shards"] for split, info in manifest["splits"].items()},
         )
 
 
@@ -46,11 +48,10 @@ class TokenWindows:
     """Windows of `block_size + 1` tokens over one split's shards, read lazily: random ones
     for training (`batch`), consecutive non-overlapping ones for evaluation (`fixed`)."""
 
-    def __init__(self, data_dir: Path, split: str, block_size: int):
-        manifest = load_manifest(Path(data_dir))
-        listed = manifest["splits"][split]["shards"]
+    def __init__(self, dataset: Dataset, split: str, block_size: int):
+        listed, root = dataset.shards[split], dataset.directory
         try:  # a missing, truncated or replaced shard: one line naming it
-            self.shards = [read_shard(Path(data_dir) / s["file"], s["tokens"]) for s in listed]
+            self.shards = [read_shard(root / s["file"], s["tokens"]) for s in listed]
         except ShardFormatError as exc:
             raise ConfigError("data_dir", str(exc)) from exc
         lengths = np.array([len(s) for s in self.shards], dtype=np.int64)

@@ -99,7 +99,8 @@ def evaluate_checkpoint(
     """A saved model scored on a dataset's val split the way training scores its own, so a
     model trained on other data can be compared on this data; None without a val split."""
     model = load_model(weights, device)
-    if Dataset.open(data_dir).tokens["val"] <= model.config.block_size:
+    dataset = Dataset.open(data_dir)
+    if dataset.tokens["val"] <= model.config.block_size:
         return None
-    windows = TokenWindows(data_dir, "val", model.config.block_size)
+    windows = TokenWindows(dataset, "val", model.config.block_size)
     return evaluate(model, windows, eval_tokens, torch.device(device))

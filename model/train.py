@@ -32,6 +32,7 @@ from gptforge.model.evaluate import evaluate as evaluate_windows
 from gptforge.model.gpt import GPT
 from gptforge.model.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from gptforge.model.memory import check_training_memory
+from gptforge.model.muon import MuonAdamW
 from gptforge.model.precision import autocast, grad_scaler, resolve_precision
 from gptforge.model.throughput import peak_flops
 from gptforge.model.train_config import TrainConfig
@@ -117,10 +118,10 @@ def validate(cfg: TrainConfig) -> Checked:
 
 def windows_for(cfg: TrainConfig, dataset: Dataset) -> tuple[TokenWindows, TokenWindows | None]:
     """The training windows, and the validation ones when the val split fills one."""
-    train = TokenWindows(cfg.data_dir, "train", cfg.model.block_size)
+    train = TokenWindows(dataset, "train", cfg.model.block_size)
     val = None
     if dataset.tokens["val"] > cfg.model.block_size:
-        val = TokenWindows(cfg.data_dir, "val", cfg.model.block_size)
+        val = TokenWindows(dataset, "val", cfg.model.block_size)
     return train, val
 
 
@@ -137,24 +138,28 @@ def budget_as_planned(cfg: TrainConfig) -> TrainConfig:
     return planned.for_steps(int(saved["max_steps"]))
 
 
-def prepare(cfg: TrainConfig) -> Setup:
-    """`validate`, then join the process group torchrun describes."""
-    checked = validate(cfg)
+def prepare(cfg: TrainConfig, checked: Checked | None = None) -> Setup:
+    """`validate` (unless the caller did), then join the process group torchrun describes."""
+    checked = checked or validate(cfg)
     world, device = init_world(cfg.device)
     return Setup(**vars(checked), world=world, device=device)
 
 
 def train(
-    cfg: TrainConfig, callbacks: Callbacks | None = None, stop: StopRequest | None = None
+    cfg: TrainConfig,
+    callbacks: Callbacks | None = None,
+    stop: StopRequest | None = None,
+    checked: Checked | None = None,
 ) -> TrainResult:
     """Train to `cfg.max_steps`, checkpointing as configured; safe to call under torchrun.
 
     The first Ctrl-C or SIGTERM (or `stop.set()`) ends the current step, writes a checkpoint
     and raises `TrainingInterrupted`; `resume` continues from there as if never stopped.
+    `checked` is `validate(cfg)` when the caller ran it already (the data is opened once).
     """
     started = time.monotonic()
     callbacks = callbacks or Callbacks()
-    setup = prepare(cfg)
+    setup = prepare(cfg, checked)
     try:
         with stop_on_signals(stop or StopRequest()) as request:
             cfg = setup.cfg
@@ -165,10 +170,21 @@ def train(
         shutdown(setup.world)
 
 
+# modern: the learning rate falls to min_lr over this last share of the steps (nanochat's
+# warmdown; modded-nanogpt's cooldown is of the same order).
+DECAY_FRACTION = 0.4
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to `learning_rate`, then cosine decay to `min_lr` at `max_steps`."""
+    """Linear warmup to `learning_rate`, then (gpt2) cosine decay to `min_lr` at `max_steps`,
+    or (modern) warmup-stable-decay: flat, then a straight line to `min_lr` over the last
+    DECAY_FRACTION of the steps."""
     if step < cfg.warmup_steps:
         return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    if cfg.model.recipe == "modern":
+        decay = max(1, round(DECAY_FRACTION * cfg.max_steps))
+        progress = min(1.0, max(0.0, (step - (cfg.max_steps - decay)) / decay))
+        return cfg.learning_rate + progress * (cfg.min_lr - cfg.learning_rate)
     span = max(1, cfg.max_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
@@ -199,9 +215,11 @@ def schedule_change(cfg: TrainConfig, resume_from: Path | None) -> str | None:
     )
 
 
-def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: biases, norms and embeddings (1-D or the
-    tied embedding) are not decayed, as in nanoGPT."""
+def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """gpt2: AdamW with weight decay on matrices only: biases, norms and embeddings (1-D or
+    the tied embedding) are not decayed, as in nanoGPT. modern: `modern_optimizer`."""
+    if cfg.model.recipe == "modern":
+        return modern_optimizer(model, cfg, device)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -218,6 +236,47 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
         betas=(cfg.beta1, cfg.beta2),
         fused=device.type in ("cuda", "cpu"),
     )
+
+
+# modern: each group's learning rate as a multiple of `learning_rate` (nanochat's values at the
+# default 1e-3: Muon 0.02, head 0.004, embedding 0.2), AdamW's scaled by 1/sqrt(n_embd / 768).
+MODERN_LR_SCALE = {"matrices": 20.0, "head": 4.0, "embedding": 200.0, "gains": 1.0}
+
+
+def modern_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> MuonAdamW:
+    """Muon for the blocks' matrices (the fused query/key/value one as three), AdamW for the
+    embedding, the head and 1-D parameters, none of them decayed (as in modded-nanogpt).
+    Newton-Schulz runs in bf16 only where training does (native bf16); else in fp32."""
+    width = (model.config.n_embd / 768) ** -0.5
+    head, embedding = model.lm_head.weight, model.transformer.wte.weight
+    matrices, qkv, gains = [], [], []
+    for name, param in model.named_parameters():
+        if param is head or param is embedding:
+            continue
+        if not name.startswith("transformer.h.") or param.dim() != 2:
+            gains.append(param)
+        else:
+            (qkv if name.endswith("attn.c_attn.weight") else matrices).append(param)
+    scale = MODERN_LR_SCALE
+    groups = [
+        {"kind": "muon", "params": matrices, "lr_scale": scale["matrices"], "split": 1},
+        {"kind": "muon", "params": qkv, "lr_scale": scale["matrices"], "split": 3},
+        {"kind": "adamw", "params": [head], "lr_scale": scale["head"] * width},
+        {"kind": "adamw", "params": [embedding], "lr_scale": scale["embedding"] * width},
+        {"kind": "adamw", "params": gains, "lr_scale": scale["gains"]},
+    ]
+    precision = resolve_precision(cfg.precision, device)
+    return MuonAdamW(
+        [g for g in groups if g["params"]],
+        betas=(cfg.beta1, cfg.beta2),
+        ns_dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+    )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's learning rate, times each group's `lr_scale` (modern's groups differ)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def train_step(
@@ -337,8 +396,7 @@ def _train(
     deadline = started + cfg.time_budget if fresh_budget else None
     final = False
     while step < cfg.max_steps and not stopped_early and not final:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+        set_lr(optimizer, lr_at(step, cfg))
         runnable.train()
         micro_batches = [
             setup.train.batch(

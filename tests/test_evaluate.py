@@ -15,7 +15,7 @@ from trees import write_tree
 
 from gptforge.model import evaluate as evaluation
 from gptforge.model.checkpoint import BEST, load_model
-from gptforge.model.data import TokenWindows
+from gptforge.model.data import Dataset, TokenWindows
 from gptforge.model.evaluate import evaluate, evaluate_checkpoint
 from gptforge.model.gpt import GPT
 from gptforge.model.train import best_evaluation, patience_ran_out, train
@@ -56,7 +56,7 @@ def test_the_evaluation_is_every_consecutive_window_of_the_val_split(
         text = y != EOT_TOKEN
         text_nats += float(losses[text].sum())
         nbytes += len(encoding.decode_bytes(y[text].tolist()))
-    windows = TokenWindows(token_data, "val", block)
+    windows = TokenWindows(Dataset.open(token_data), "val", block)
     scored = evaluate(model, windows, count * block, CPU)
     assert scored.tokens == count * block
     assert scored.val_loss == pytest.approx(float(torch.cat(nats).mean()), rel=1e-9)
@@ -67,7 +67,7 @@ def test_the_evaluation_is_every_consecutive_window_of_the_val_split(
 def test_the_same_weights_score_the_same_however_many_windows_go_through_at_once(
     model: GPT, token_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    windows = TokenWindows(token_data, "val", MICRO.block_size)
+    windows = TokenWindows(Dataset.open(token_data), "val", MICRO.block_size)
     together = evaluate(model, windows, 1024, CPU)
     monkeypatch.setattr(evaluation, "MAX_LOGITS", 1)  # one window per forward pass
     alone = evaluate(model, windows, 1024, CPU)
