@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from gptforge.flows.servers import add_commands as add_server_commands
 from gptforge.flows.settings_cli import add_settings
-from gptforge.model.config import PRESETS
+from gptforge.model.config import PRESETS, GPTConfig
 from gptforge.model.sampling_config import SWEEPABLE, SamplingConfig
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import ConfigError, IngestConfig
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="dataset directory written by ingest")
     train.add_argument("--out", default=None, help="checkpoint directory")
     _model_options(train)
+    add_settings(train, GPTConfig, skip=set())  # --recipe
     add_settings(train, TrainConfig, skip={"init_from"})
     train.add_argument("--init-from", default=None, help="start from these weights")
     train.add_argument("--experiment", default="gptforge", help="MLflow experiment")

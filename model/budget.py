@@ -155,7 +155,9 @@ def sized(
         f"parameter), from {tokens_per_s:,.0f} tokens/s measured on the "
         f"{cfg.model.n_layer}x{cfg.model.n_embd} model"
     )
-    model = replace(chosen, vocab_size=cfg.model.vocab_size, dropout=cfg.model.dropout)
+    model = replace(
+        chosen, vocab_size=cfg.model.vocab_size, dropout=cfg.model.dropout, recipe=cfg.model.recipe
+    )
     return Plan(cfg=replace(cfg, model=model), reason=reason)
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.settings import check_fields, setting
 from gptforge.pipeline.tokenizer import TOKENIZER_NAME, VOCAB_SIZE
 
 # GPT-2's 50257 tokens padded up to a multiple of 64: faster matmuls, same model (as in nanoGPT).
 PADDED_VOCAB_SIZE = 50304
+
+Recipe = Literal["gpt2", "modern"]
+RECIPES: tuple[str, ...] = get_args(Recipe)
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,17 @@ class GPTConfig:
     bias: bool = True
     tokenizer: str = TOKENIZER_NAME
     tokenizer_vocab_size: int = VOCAB_SIZE
+    # In config.json, so a model loads as it was trained; files from before it are gpt2.
+    recipe: Recipe = setting(
+        "gpt2",
+        "gpt2: GPT-2's block, learned positions, AdamW + cosine (converts to Hugging Face); "
+        "modern: rotary, RMSNorm, QK-norm, ReLU², soft-capped logits, Muon + "
+        "warmup-stable-decay (docs/training.md)",
+        choices=RECIPES,
+    )
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

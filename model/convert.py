@@ -31,6 +31,10 @@ def from_hf(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def hf_config_kwargs(config: GPTConfig) -> dict[str, Any]:
     """`GPT2Config` arguments for the same dimensions (dropout off is the caller's choice)."""
+    if config.recipe != "gpt2":
+        raise ValueError(
+            f"only the gpt2 recipe is a GPT2LMHeadModel; this model is {config.recipe}"
+        )
     return dict(
         vocab_size=config.vocab_size,
         n_positions=config.block_size,

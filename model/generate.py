@@ -257,7 +257,9 @@ class _Batch:
                 logits = logits[:, -1, : job.model.config.tokenizer_vocab_size]
             else:
                 new = self.history[:, self.cache.pos : self.width]
-                logits = job.head(job.model.hidden(new, cache=self.cache)[:, -1])
+                logits = job.model.soft_cap(
+                    job.head(job.model.hidden(new, cache=self.cache)[:, -1])
+                )
         seen = self.history[:, : self.width] if job.sampling.repetition_penalty != 1 else None
         uniforms = None if self.uniforms is None else self.uniforms[:, step]
         return next_tokens(logits.float(), seen, job.sampling, job.chain, uniforms)

@@ -2,17 +2,41 @@
 
 Linear weights are stored (out, in) as in `nn.Linear`; Hugging Face's Conv1D stores them
 (in, out), so conversion transposes exactly the four projection weights per block.
+
+`config.recipe == "modern"` swaps in what modded-nanogpt and nanochat measured to train
+faster, each a small branch here: rotary positions instead of a learned table
+(model/rotary.py), parameter-free RMSNorm, RMS-normalised queries and keys (QK-norm), a ReLU²
+MLP, zero-initialised output projections, an untied head and soft-capped logits.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptforge.model.config import GPTConfig
 from gptforge.model.kv_cache import KVCache, attention_mask, positions
+from gptforge.model.rotary import Rotary, rotate
+
+# modern: logits are squashed into (-15, 15) (nanochat's value), which keeps early training
+# from betting everything on a few tokens.
+SOFT_CAP = 15.0
+
+Rope = tuple[Tensor, Tensor]
+
+
+class RMSNorm(nn.Module):
+    """Parameter-free RMS normalisation: no gain, no bias, nothing for the optimizer."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.size(-1),))
+
+
+def norm(config: GPTConfig) -> nn.Module:
+    return nn.LayerNorm(config.n_embd, bias=config.bias) if config.recipe == "gpt2" else RMSNorm()
 
 
 class CausalSelfAttention(nn.Module):
@@ -25,10 +49,16 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.layer = layer
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, rope: Rope | None
+    ) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if rope is not None:  # modern: rotary positions, then QK-norm
+            q, k = rotate(q, *rope), rotate(k, *rope)
+            q = F.rms_norm(q, (q.size(-1),)).to(v.dtype)
+            k = F.rms_norm(k, (k.size(-1),)).to(v.dtype)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
         y = F.scaled_dot_product_attention(
@@ -49,23 +79,28 @@ class MLP(nn.Module):
         self.gelu = nn.GELU(approximate="tanh")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.relu2 = config.recipe == "modern"
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.c_fc(x)
+        h = F.relu(h).square() if self.relu2 else self.gelu(h)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = norm(config)
         self.attn = CausalSelfAttention(config, layer)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), mask, cache)
+    def forward(
+        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, rope: Rope | None = None
+    ) -> Tensor:
+        x = x + self.attn(self.ln_1(x), mask, cache, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -73,16 +108,21 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-            )
+        self.modern = config.recipe == "modern"
+        parts = dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+            ln_f=norm(config),
         )
+        if not self.modern:
+            parts["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        self.transformer = nn.ModuleDict(parts)
+        self.rotary = Rotary(config.head_dim, config.block_size) if self.modern else None
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if self.modern:
+            self._init_modern()
+            return
         self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer) so the stream's variance
@@ -90,6 +130,18 @@ class GPT(nn.Module):
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_modern(self) -> None:
+        """nanochat's initialisation: unit-scale embeddings (normalised before the first block),
+        inputs at 1/sqrt(width), output projections at zero (each block starts as the
+        identity), a near-zero head (uniform first predictions)."""
+        nn.init.normal_(self.transformer.wte.weight, std=1.0)
+        nn.init.normal_(self.lm_head.weight, std=0.001)
+        for name, param in self.transformer.h.named_parameters():
+            if name.endswith("c_proj.weight") or param.dim() == 1:
+                nn.init.zeros_(param)
+            else:
+                nn.init.normal_(param, std=self.config.n_embd**-0.5)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -101,9 +153,19 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; position embeddings excluded by default (as in the GPT-2 paper)."""
+        """Parameter count; by default without the lookup tables that do no matmul work: the
+        position embeddings (as in the GPT-2 paper), or modern's untied input embedding."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        if not non_embedding:
+            return n
+        lookup = self.transformer.wte if self.modern else self.transformer.wpe
+        return n - lookup.weight.numel()
+
+    def soft_cap(self, logits: Tensor) -> Tensor:
+        """modern: logits squashed into (-SOFT_CAP, SOFT_CAP) in fp32; gpt2: unchanged."""
+        if not self.modern:
+            return logits
+        return SOFT_CAP * torch.tanh(logits.float() / SOFT_CAP)
 
     def forward(
         self,
@@ -123,7 +185,7 @@ class GPT(nn.Module):
         x = self.hidden(idx, cache=cache, pad=pad)
         if last_only:
             x = x[:, -1:]
-        logits = self.lm_head(x)
+        logits = self.soft_cap(self.lm_head(x))
         if targets is None:
             return logits, None
         loss = F.cross_entropy(
@@ -134,8 +196,8 @@ class GPT(nn.Module):
     def hidden(
         self, idx: Tensor, *, cache: KVCache | None = None, pad: Tensor | None = None
     ) -> Tensor:
-        """The final LayerNorm's output (B, T, C): everything but the LM head, which decoding
-        applies to the last position only, in its own layout (model/generate.py)."""
+        """The final norm's output (B, T, C): everything but the LM head (and soft cap), which
+        decoding applies to the last position only, in its own layout (model/generate.py)."""
         T = idx.size(1)
         start = cache.pos if cache is not None else 0
         if cache is not None:
@@ -146,9 +208,14 @@ class GPT(nn.Module):
             )
         pos = positions(start, T, pad, idx.device)
         mask = attention_mask(start, T, pad, idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        rope = None
+        if self.rotary is not None:
+            rope = self.rotary(pos)
+            x = self.transformer.drop(F.rms_norm(self.transformer.wte(idx), (self.config.n_embd,)))
+        else:
+            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
-            x = block(x, mask, cache)
+            x = block(x, mask, cache, rope)
         if cache is not None:
             cache.advance(T)
         return self.transformer.ln_f(x)

@@ -12,6 +12,7 @@ import pytest
 from gptforge.flows.cli import build_parser
 from gptforge.flows.generate import generate_flow
 from gptforge.flows.models import model_signature
+from gptforge.model.config import GPTConfig
 from gptforge.model.sampling_config import SamplingConfig
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import IngestConfig
@@ -71,6 +72,7 @@ def stage_defaults(settings: type, flow_module: str, flow: str, argv: list[str])
 @pytest.mark.parametrize(
     ("cli", "flow", "library"),
     stage_defaults(TrainConfig, "gptforge.flows.train", "train_flow", ["train", "--data", "d"])
+    + stage_defaults(GPTConfig, "gptforge.flows.train", "train_flow", ["train", "--data", "d"])
     + stage_defaults(
         IngestConfig, "gptforge.flows.ingest", "ingest_flow", ["ingest", "s", "--out", "o"]
     ),
