@@ -181,6 +181,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
         out=str(gptforge_home()),  # where the pipeline's checkpoints go
         preset=args.preset,
         model_overrides=args.model_overrides,
+        recipe=args.recipe,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         precision=args.precision,

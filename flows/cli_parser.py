@@ -49,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="dataset directory written by ingest")
     train.add_argument("--out", default=None, help="checkpoint directory")
     _model_options(train)
-    add_settings(train, GPTConfig, skip=set())  # --recipe
     add_settings(train, TrainConfig, skip={"init_from"})
     train.add_argument("--init-from", default=None, help="start from these weights")
     train.add_argument("--experiment", default="gptforge", help="MLflow experiment")
@@ -126,6 +125,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="model size; unset: tiny, or with --time-budget the size the budget buys",
     )
     _list(parser, "--model-overrides", "KEY=VALUE", "model settings that replace the preset's")
+    add_settings(parser, GPTConfig, skip=set())  # --recipe
 
 
 def package_version() -> str:

@@ -25,6 +25,8 @@ from gptforge.flows.mlflow_names import check_tracking_names
 from gptforge.flows.models import DEFAULT_MODEL_NAME, latest_version, resolve_model
 from gptforge.flows.tracking import DEFAULT_EXPERIMENT, DIGEST_TAG
 from gptforge.flows.train import train_flow
+from gptforge.flows.train_settings import GPT_DEFAULTS
+from gptforge.model.config import Recipe
 from gptforge.model.evaluate import evaluate_checkpoint
 
 DEFAULT_PROMPTS = ["The", "def ", "In this document"]
@@ -36,6 +38,7 @@ def pipeline_flow(
     data: str | None = None,
     preset: str | None = None,
     model_overrides: dict[str, Any] | None = None,
+    recipe: Recipe = GPT_DEFAULTS["recipe"],
     max_steps: int = 200,
     batch_size: int = 8,
     precision: str = "auto",
@@ -56,6 +59,7 @@ def pipeline_flow(
             the same between runs so re-ingestion only extracts new or changed files.
         preset: model size: tiny, small, mini, gpt2 or gpt2-medium (unset: tiny).
         model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
+        recipe: modern or gpt2 (docs/training.md); continuing a version needs its recipe.
         max_steps: optimizer steps per training run.
         batch_size: sequences per micro-batch.
         precision: auto, fp32, bf16 or fp16 (CUDA only).
@@ -98,6 +102,7 @@ def pipeline_flow(
         data=data,
         preset=preset,
         model_overrides=model_overrides,
+        recipe=recipe,
         max_steps=max_steps,
         batch_size=batch_size,
         precision=precision,

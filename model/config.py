@@ -33,7 +33,7 @@ class GPTConfig:
     tokenizer_vocab_size: int = VOCAB_SIZE
     # In config.json, so a model loads as it was trained; files from before it are gpt2.
     recipe: Recipe = setting(
-        "gpt2",
+        "modern",
         "gpt2: GPT-2's block, learned positions, AdamW + cosine (converts to Hugging Face); "
         "modern: rotary, RMSNorm, QK-norm, ReLU², soft-capped logits, Muon + "
         "warmup-stable-decay (docs/training.md)",
@@ -71,7 +71,7 @@ class GPTConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(unknown[0], f"unknown model setting; known: {sorted(known)}")
-        return cls(**data)
+        return cls(**({"recipe": "gpt2"} | data))  # written before recipes: a gpt2 model
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
@@ -80,6 +80,9 @@ class GPTConfig:
     def load(cls, path: Path) -> GPTConfig:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
+
+# The preset names as a type: the Prefect run form shows them as a dropdown.
+PresetName = Literal["tiny", "small", "mini", "gpt2", "gpt2-medium"]
 
 PRESETS: dict[str, GPTConfig] = {
     # Trains in a minute on 2 CPU cores: the quickstart's model.

@@ -416,7 +416,7 @@ FINISHED = {
 
 
 def test_a_model_without_finite_scores_is_one_line_exit_1(capsys, tmp_path: Path) -> None:
-    config = GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32)
+    config = GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32, recipe="gpt2")
     model = GPT(config)
     with torch.no_grad():
         model.transformer.ln_f.weight.fill_(math.nan)

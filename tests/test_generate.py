@@ -15,7 +15,13 @@ from gptforge.pipeline.config import ConfigError
 
 # 512 rows in the model, 500 in the "tokenizer": ids 500..511 are padding and never sampled.
 CONFIG = GPTConfig(
-    block_size=48, vocab_size=512, n_layer=2, n_head=4, n_embd=64, tokenizer_vocab_size=500
+    block_size=48,
+    vocab_size=512,
+    n_layer=2,
+    n_head=4,
+    n_embd=64,
+    tokenizer_vocab_size=500,
+    recipe="gpt2",  # compared with transformers' GPT-2; modern decoding: tests/test_recipe.py
 )
 PROMPTS = [[5, 17, 42, 7, 99, 3, 250, 11], [8], [300, 301, 302, 303, 304], [77, 78]]
 GREEDY = SamplingConfig(do_sample=False, max_new_tokens=16, eos_token_id=())

@@ -13,7 +13,13 @@ from gptforge.model.kv_cache import KVCache
 from gptforge.pipeline.config import ConfigError
 
 SMALL = GPTConfig(
-    block_size=32, vocab_size=512, n_layer=3, n_head=4, n_embd=64, tokenizer_vocab_size=500
+    block_size=32,
+    vocab_size=512,
+    n_layer=3,
+    n_head=4,
+    n_embd=64,
+    tokenizer_vocab_size=500,
+    recipe="gpt2",
 )
 
 
@@ -66,7 +72,7 @@ def test_lm_head_is_tied_to_token_embedding() -> None:
 
 def test_residual_projections_get_the_scaled_gpt2_init() -> None:
     torch.manual_seed(0)
-    config = GPTConfig(block_size=8, n_layer=8, n_head=4, n_embd=256)
+    config = GPTConfig(block_size=8, n_layer=8, n_head=4, n_embd=256, recipe="gpt2")
     model = GPT(config)
     proj = torch.cat([b.attn.c_proj.weight.flatten() for b in model.transformer.h])
     fc = torch.cat([b.mlp.c_fc.weight.flatten() for b in model.transformer.h])
@@ -163,5 +169,5 @@ def test_presets_cover_tiny_to_gpt2_124m() -> None:
         preset("huge")
     with pytest.raises(ConfigError, match="n_layers"):
         preset("tiny", n_layers=3)
-    gpt2 = GPT(preset("gpt2", vocab_size=50257))
+    gpt2 = GPT(preset("gpt2", vocab_size=50257, recipe="gpt2"))
     assert gpt2.num_params(non_embedding=False) == 124_439_808

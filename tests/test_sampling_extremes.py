@@ -23,7 +23,7 @@ from gptforge.pipeline.tokenizer import VOCAB_SIZE, gpt2_encoding
 
 # The real tokenizer and the real padded vocabulary (50304 rows), on a model small enough to
 # run a few hundred steps per test.
-CONFIG = GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16)
+CONFIG = GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16, recipe="gpt2")
 PROMPTS = [[15496, 995], [50256]]
 
 tiny = st.floats(min_value=0, max_value=1e-3, exclude_min=True)  # subnormals included

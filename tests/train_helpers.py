@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from gptforge.model.config import GPTConfig
 from gptforge.model.train_config import TrainConfig
 
-MICRO = GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=32)
+MICRO = GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=32, recipe="gpt2")
 
 
 def micro_config(data: Path, out: Path, **overrides: Any) -> TrainConfig:
