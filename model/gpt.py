@@ -109,14 +109,15 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.modern = config.recipe == "modern"
-        parts = dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
+        # gpt2's modules in GPT-2's order: initialisation draws and optimizer state follow it.
+        parts: dict[str, nn.Module] = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if not self.modern:
+            parts["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        parts |= dict(
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
             ln_f=norm(config),
         )
-        if not self.modern:
-            parts["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         self.transformer = nn.ModuleDict(parts)
         self.rotary = Rotary(config.head_dim, config.block_size) if self.modern else None
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)

@@ -1,4 +1,5 @@
-"""The training loop: AdamW, warmup + cosine, clipping, mixed precision, accumulation, DDP.
+"""The training loop: AdamW + cosine (gpt2 recipe) or Muon + warmup-stable-decay (modern),
+clipping, mixed precision, accumulation, DDP.
 
 It reports through `Callbacks` (flows/ turns them into MLflow metrics and a progress bar)
 and is exactly resumable: the batch, learning rate and RNG at step N depend only on N.
