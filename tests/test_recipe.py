@@ -152,3 +152,15 @@ def test_warmup_stable_decay(tmp_path: Path) -> None:
     assert lr_at(9, cfg) == lr_at(59, cfg) == pytest.approx(1e-3)  # stable until 60%
     assert lr_at(80, cfg) == pytest.approx(5.5e-4)
     assert lr_at(100, cfg) == pytest.approx(1e-4)
+
+
+def test_gpt2_keeps_gpt2s_parameter_order() -> None:
+    """Initial weights (drawn in this order) and saved optimizer states (stored by position)
+    stay those of models trained before recipes existed."""
+    names = [name for name, _ in GPT(MICRO).named_parameters()]
+    assert names[:3] == [
+        "transformer.wte.weight",
+        "transformer.wpe.weight",
+        "transformer.h.0.ln_1.weight",
+    ]
+    assert names[-2:] == ["transformer.ln_f.weight", "transformer.ln_f.bias"]
