@@ -44,7 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_on_sigterm()
     try:
         if hasattr(args, "experiment"):
-            check_tracking_names(args.experiment, getattr(args, "model_name", None))
+            check_tracking_names(
+                args.experiment,
+                getattr(args, "model_name", None),
+                getattr(args, "promote_alias", None),
+            )
         handler = getattr(args, "handler", None) or COMMANDS[args.command]
         return handler(args)
     except TrainingInterrupted as exc:
@@ -234,9 +238,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from gptforge.flows.home import apply_quiet_env
 
     apply_quiet_env()
-    from gptforge.flows.serve import deployments, serve_all
+    from gptforge.flows.serve import checked_deployments, serve_all
 
-    deployments(args.retrain_cron, args.sources)
+    checked_deployments(args.retrain_cron, args.sources, args.limit)
     with orchestrator():
         serve_all(**flow_arguments(args, serve_all))
     return 0

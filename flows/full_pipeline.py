@@ -23,20 +23,20 @@ from gptforge.flows.home import apply_quiet_env, gptforge_home, mlflow_uri
 from gptforge.flows.ingest import ingest_flow
 from gptforge.flows.mlflow_names import check_tracking_names
 from gptforge.flows.models import DEFAULT_MODEL_NAME, latest_version, resolve_model
-from gptforge.flows.tracking import DEFAULT_EXPERIMENT, DIGEST_TAG
+from gptforge.flows.tracking import DEFAULT_EXPERIMENT, DIGEST_TAG, flow_run_name
 from gptforge.flows.train import train_flow
 from gptforge.flows.train_settings import GPT_DEFAULTS
-from gptforge.model.config import Recipe
+from gptforge.model.config import PresetName, Recipe
 from gptforge.model.evaluate import evaluate_checkpoint
 
 DEFAULT_PROMPTS = ["The", "def ", "In this document"]
 
 
-@flow(name="pipeline")
+@flow(name="pipeline", flow_run_name=flow_run_name("pipeline", "model_name"))
 def pipeline_flow(
     sources: list[str],
     data: str | None = None,
-    preset: str | None = None,
+    preset: PresetName | None = None,
     model_overrides: dict[str, Any] | None = None,
     recipe: Recipe = GPT_DEFAULTS["recipe"],
     max_steps: int = 200,
@@ -75,7 +75,8 @@ def pipeline_flow(
         experiment: MLflow experiment.
     """
     logger = get_run_logger()
-    check_tracking_names(experiment, model_name)  # before ingest, and the data path uses it
+    # before ingest: the default data path uses the model name
+    check_tracking_names(experiment, model_name, promote_alias)
     data = data or str(gptforge_home() / "datasets" / model_name)
     ingested = ingest_flow(sources=sources, out=data, experiment=experiment)
     digest = ingested["dataset_digest"]

@@ -19,7 +19,7 @@ from gptforge.flows.mlflow_names import check_tracking_names
 from gptforge.flows.models import ModelRef, resolve_model
 from gptforge.flows.plots import plot_diversity
 from gptforge.flows.progress import report
-from gptforge.flows.tracking import DEFAULT_EXPERIMENT, run_link, stage_run
+from gptforge.flows.tracking import DEFAULT_EXPERIMENT, flow_run_name, run_link, stage_run
 from gptforge.flows.train import MODEL_VERSION_TAG
 from gptforge.model.checkpoint import CONFIG, load_model
 from gptforge.model.config import GPTConfig
@@ -120,7 +120,7 @@ def inference_device() -> tuple[torch.device, torch.dtype | None]:
 DEFAULTS = SamplingConfig()  # every sampling default below comes from model/sampling.py
 
 
-@flow(name="generate")
+@flow(name="generate", flow_run_name=flow_run_name("generate", "model"))
 def generate_flow(
     model: str,
     prompts: list[str] | None = None,
@@ -163,18 +163,17 @@ def generate_flow(
     check_tracking_names(experiment)
     out_path = check_output("out", out, file=True) if out is not None else _default_out()
     job = load_prompts(prompts, prompts_file)
-    grid = sampling_grid(
-        {
-            "temperature": temperature,
-            "top_k": top_k,
-            "top_p": top_p,
-            "repetition_penalty": repetition_penalty,
-            "max_new_tokens": max_new_tokens,
-            "do_sample": do_sample,
-            "stop": tuple(stop or ()),
-            "seed": seed,
-        }
-    )
+    sweep = {
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "repetition_penalty": repetition_penalty,
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "stop": tuple(stop or ()),
+        "seed": seed,
+    }
+    grid = sampling_grid(sweep)
     for settings in grid:
         for prompt in job:
             with_overrides(settings, prompt.overrides)
@@ -189,16 +188,10 @@ def generate_flow(
                 "model": ref.uri,
                 "prompts": len(job),
                 "prompts_file": prompts_file or "",
-                "temperature": temperature,
-                "top_k": top_k,
-                "top_p": top_p,
-                "repetition_penalty": repetition_penalty,
-                "max_new_tokens": max_new_tokens,
-                "do_sample": do_sample,
+                **sweep,
                 "stop": json.dumps(stop or []),
                 "num_return_sequences": num_return_sequences,
                 "batch_size": batch_size,
-                "seed": seed,
                 "settings_in_grid": len(grid),
             }
         )

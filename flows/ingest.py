@@ -4,12 +4,16 @@ extraction batch), the run summarised as Prefect artifacts and recorded in MLflo
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -18,7 +22,15 @@ from pydantic import SecretStr
 from gptforge.flows.mlflow_names import check_tracking_names
 from gptforge.flows.progress import report
 from gptforge.flows.summary import problem_rows, split_rows, summary_markdown
-from gptforge.flows.tracking import DEFAULT_EXPERIMENT, log_dataset, stage_run
+from gptforge.flows.tracking import (
+    DEFAULT_EXPERIMENT,
+    DIGEST_TAG,
+    STAGE_TAG,
+    flow_run_name,
+    log_dataset,
+    stage_run,
+    use_experiment,
+)
 from gptforge.pipeline.config import FollowSymlinks, IngestConfig
 from gptforge.pipeline.ingest import Batch, Executor, Plan, assemble, extract_batch, ingest, plan
 from gptforge.pipeline.manifest import MANIFEST_NAME
@@ -26,6 +38,7 @@ from gptforge.pipeline.ocr import check_languages
 from gptforge.pipeline.settings import defaults
 from gptforge.pipeline.workers import WorkerPool
 
+REINGESTED_TAG = "gptforge.reingested_at"
 D = defaults(IngestConfig)  # every ingestion default comes from pipeline/config.py
 RETRIED = {"cache_policy": NO_CACHE, "retries": 2, "retry_delay_seconds": 2}
 plan_task = task(plan, name="plan", **RETRIED)
@@ -87,7 +100,45 @@ def record_ingest(cfg: IngestConfig, manifest: dict[str, Any], experiment: str) 
     return run_id
 
 
-@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def last_ingest(experiment: str, out: Path) -> tuple[str, str] | None:
+    """(run id, dataset digest) of the newest ingest run into `out`, if any."""
+    runs = mlflow.search_runs(
+        experiment_ids=[use_experiment(experiment)],
+        filter_string=f"tags.`{STAGE_TAG}` = 'ingest' and params.out = '{out}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return (runs[0].info.run_id, runs[0].data.tags.get(DIGEST_TAG, "")) if runs else None
+
+
+def emit_dataset_event(out: Path, manifest: dict[str, Any], run_id: str, changed: bool) -> None:
+    """`gptforge.dataset.changed` when the digest differs from the last ingest into `out`
+    (or there was none), else `gptforge.dataset.unchanged`: what deployment triggers and
+    automations react to (retrain on new documents, not on every scheduled re-ingest)."""
+    emit_event(
+        event=f"gptforge.dataset.{'changed' if changed else 'unchanged'}",
+        resource={
+            "prefect.resource.id": f"gptforge.dataset.{out}",
+            "prefect.resource.name": out.name,
+        },
+        related=[
+            {"prefect.resource.id": f"mlflow.run.{run_id}", "prefect.resource.role": "mlflow-run"}
+        ],
+        payload={
+            "directory": str(out),
+            "dataset_digest": manifest["dataset_digest"],
+            "tokens": {split: info["tokens"] for split, info in manifest["splits"].items()},
+            "mlflow_run_id": run_id,
+        },
+    )
+
+
+@flow(
+    name="ingest",
+    flow_run_name=flow_run_name("ingest", "out"),
+    task_runner=ThreadPoolTaskRunner(max_workers=4),
+)
 def ingest_flow(
     sources: list[str],
     out: str,
@@ -146,11 +197,18 @@ def ingest_flow(
     create_table_artifact(split_rows(manifest), key="ingest-splits", description=sources)
     if rows := problem_rows(manifest):
         create_table_artifact(rows, key="ingest-problems", description=sources)
-    run_id = record_ingest(cfg, quote(manifest), experiment)
-    logger.info("MLflow run %s, dataset digest %s", run_id, manifest["dataset_digest"])
+    digest = manifest["dataset_digest"]
+    previous = last_ingest(experiment, cfg.out)
+    changed = previous is None or previous[1] != digest
+    run_id = record_ingest(cfg, quote(manifest), experiment) if changed else previous[0]
+    if not changed:  # a no-op re-ingest: the run that recorded this dataset says when
+        MlflowClient().set_tag(run_id, REINGESTED_TAG, datetime.now(UTC).isoformat())
+    emit_dataset_event(cfg.out, manifest, run_id, changed)
+    logger.info("MLflow run %s, dataset digest %s", run_id, digest)
     return {
         "manifest": manifest_path,
         "dataset_digest": manifest["dataset_digest"],
+        "changed": changed,
         "mlflow_run_id": run_id,
         "counts": manifest["counts"],
         "tokens": {split: info["tokens"] for split, info in manifest["splits"].items()},

@@ -13,7 +13,7 @@ from gptforge.flows.ingest import ingest_flow
 from gptforge.flows.train import train_flow
 from gptforge.pipeline.config import ConfigError
 
-DEPLOYMENT = "gptforge"
+DEPLOYMENT = "gptforge-{flow}"  # distinct names: ingest/gptforge-ingest, ...
 
 
 def deployments(
@@ -21,7 +21,8 @@ def deployments(
     sources: list[str] | None = None,
     timezone: str = "UTC",
 ) -> list[RunnerDeployment]:
-    """`ingest/gptforge`, `train/gptforge`, `generate/gptforge`, `pipeline/gptforge`."""
+    """`ingest/gptforge-ingest`, `train/gptforge-train`, `generate/gptforge-generate`,
+    `pipeline/gptforge-pipeline`."""
     schedule = None
     if retrain_cron:
         if not sources:
@@ -33,16 +34,13 @@ def deployments(
     pipeline_defaults = {"sources": sources} if sources else {}
     # Module entrypoints: flow runs import `flows.train` like any package module, wherever
     # gptforge is installed, instead of loading a file path relative to the serving process.
-    common = {
-        "name": DEPLOYMENT,
-        "tags": ["gptforge"],
-        "entrypoint_type": EntrypointType.MODULE_PATH,
-    }
+    common = {"tags": ["gptforge"], "entrypoint_type": EntrypointType.MODULE_PATH}
     return [
-        ingest_flow.to_deployment(**common),
-        train_flow.to_deployment(**common),
-        generate_flow.to_deployment(**common),
+        ingest_flow.to_deployment(DEPLOYMENT.format(flow="ingest"), **common),
+        train_flow.to_deployment(DEPLOYMENT.format(flow="train"), **common),
+        generate_flow.to_deployment(DEPLOYMENT.format(flow="generate"), **common),
         pipeline_flow.to_deployment(
+            DEPLOYMENT.format(flow="pipeline"),
             **common,
             parameters=pipeline_defaults,
             schedules=[schedule] if schedule else None,
@@ -51,6 +49,17 @@ def deployments(
     ]
 
 
+def checked_deployments(
+    retrain_cron: str | None, sources: list[str] | None, limit: int
+) -> list[RunnerDeployment]:
+    """The deployments, every serve setting checked (the CLI calls this before Prefect
+    starts, so a bad value is refused at once)."""
+    if limit < 1:
+        raise ConfigError("limit", f"must be >= 1, got {limit}")
+    return deployments(retrain_cron, sources)
+
+
 def serve_all(retrain_cron: str | None, sources: list[str] | None, limit: int = 1) -> None:
     """Blocks, running triggered flow runs in this process, until interrupted."""
-    serve(*deployments(retrain_cron, sources), limit=limit, print_starting_message=True)
+    found = checked_deployments(retrain_cron, sources, limit)
+    serve(*found, limit=limit, print_starting_message=True)

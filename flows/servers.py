@@ -375,6 +375,9 @@ def run_up(args: argparse.Namespace) -> int:
         print("already running:")
     _print_servers(result["servers"])
     print(f"data and logs: {gptforge_home()}  (stop with: gptforge down)")
+    print("for `prefect deployment run`, `mlflow models serve` and other tools in this shell:")
+    for variable, url in active_urls().items():
+        print(f"  export {variable}={url}")
     return 0
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +29,19 @@ def use_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
         if experiment is None:
             return mlflow.create_experiment(name, artifact_location=mlflow_artifact_root(name))
     return experiment.experiment_id
+
+
+def flow_run_name(stage: str, *parts: str) -> Callable[[], str]:
+    """A Prefect `flow_run_name` that reads like the stage's MLflow run: `<stage>-<part>...`,
+    each part the last path component of that flow parameter (unset ones are left out)."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        given = [flow_run.parameters.get(part) for part in parts]
+        return "-".join([stage, *(Path(str(v)).name or str(v) for v in given if v)])
+
+    return name
 
 
 @contextmanager

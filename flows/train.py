@@ -22,13 +22,14 @@ from gptforge.flows.progress import report
 from gptforge.flows.tracking import (
     DEFAULT_EXPERIMENT,
     find_stage_run,
+    flow_run_name,
     log_dataset,
     run_link,
     stage_run,
 )
 from gptforge.flows.train_settings import GPT_DEFAULTS, train_config
 from gptforge.model.checkpoint import CONFIG, TRAINER_STATE, read_trainer_state
-from gptforge.model.config import Recipe
+from gptforge.model.config import PresetName, Recipe
 from gptforge.model.train import (
     Callbacks,
     Checked,
@@ -108,11 +109,11 @@ def register_task(result: TrainResult, name: str) -> str:
     return register_checkpoint(result.weights, name, result.dataset_digest)
 
 
-@flow(name="train")
+@flow(name="train", flow_run_name=flow_run_name("train", "preset", "out"))
 def train_flow(
     data: str,
     out: str | None = None,
-    preset: str | None = None,
+    preset: PresetName | None = None,
     model_overrides: dict[str, Any] | None = None,
     recipe: Recipe = GPT_DEFAULTS["recipe"],
     max_steps: int = D["max_steps"],
@@ -168,9 +169,8 @@ def train_flow(
     dataset, out_dir = checked.dataset, cfg.out_dir
     ingest_run = find_stage_run(experiment, "ingest", dataset.digest)
     earlier = previous_run(out_dir) if checked.resume_from else None
-    with stage_run(
-        "train", experiment, f"train-{preset or 'auto'}-{out_dir.name}", earlier
-    ) as run_id:
+    run_name = "-".join(part for part in ("train", preset, out_dir.name) if part)
+    with stage_run("train", experiment, run_name, earlier) as run_id:
         if earlier:
             replay_history(run_id, checked.resume_from)
         else:

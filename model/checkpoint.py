@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from torch import nn
 from gptforge.model.config import GPTConfig
 from gptforge.model.gpt import GPT
 from gptforge.pipeline.atomic import write_text_atomic
+from gptforge.pipeline.errors import RunError, write_failure
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -62,17 +64,11 @@ def save_checkpoint(
     final = root / f"step_{state['step']:07d}"
     _remove_abandoned(root)
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    save_model(model, str(tmp / WEIGHTS))
-    model.config.save(tmp / CONFIG)
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None},
-        tmp / OPTIMIZER,
-    )
-    full_state = state | {"rng": _rng_state()}
-    (tmp / TRAINER_STATE).write_text(json.dumps(full_state, indent=1) + "\n", encoding="utf-8")
-    for path in tmp.iterdir():
-        _fsync(path)
+    optimizer_state = {
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler else None,
+    }
+    _write_directory(tmp, final, model, state | {"rng": _rng_state()}, optimizer_state)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -90,17 +86,38 @@ def save_best(out_dir: Path, model: GPT, state: dict[str, Any]) -> Path:
     old = out_dir / f".{BEST}.old-{os.getpid()}"
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / WEIGHTS))
-    model.config.save(tmp / CONFIG)
-    (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-    for path in tmp.iterdir():
-        _fsync(path)
+    _write_directory(tmp, final, model, state)
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_directory(
+    tmp: Path,
+    final: Path,
+    model: GPT,
+    state: dict[str, Any],
+    optimizer_state: dict[str, Any] | None = None,
+) -> None:
+    """Weights, config, trainer state (and optimizer state) into `tmp`, flushed to disk. A
+    failed write (a full disk) removes `tmp` and is one line naming `final`."""
+    try:
+        tmp.mkdir(parents=True)
+        save_model(model, str(tmp / WEIGHTS))
+        model.config.save(tmp / CONFIG)
+        if optimizer_state is not None:  # through a Python file: a full disk is an OSError
+            with open(tmp / OPTIMIZER, "wb") as fh:
+                torch.save(optimizer_state, fh)
+        (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+        for path in tmp.iterdir():
+            _fsync(path)
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise write_failure(final, exc) from exc
+        raise RunError(f"cannot write {final}: {exc}") from exc
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -155,6 +172,16 @@ def check_checkpoint(directory: Path) -> GPTConfig:
         what = f"{wrong[0]} is {found[wrong[0]]}" if wrong else f"{len(found)} tensors"
         raise CheckpointError(f"{path}: does not fit {CONFIG} ({what})")
     return config
+
+
+def check_optimizer_state(directory: Path) -> None:
+    """`optimizer.pt` opens as a complete tensors-only file (memory-mapped: nothing is read
+    into memory yet), so a truncated one is refused before a resumed run opens."""
+    path = Path(directory) / OPTIMIZER
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"{path}: not a complete optimizer state ({_reason(exc)})") from exc
 
 
 def load_weights(model: nn.Module, directory: Path) -> None:

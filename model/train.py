@@ -530,6 +530,7 @@ def _check_checkpoints(cfg: TrainConfig, dataset: Dataset) -> Path | None:
     _check_same_model(latest, cfg, "resume")
     try:
         saved = checkpoint.read_trainer_state(latest)
+        checkpoint.check_optimizer_state(latest)
     except checkpoint.CheckpointError as exc:
         raise ConfigError("resume", str(exc)) from exc
     if saved["step"] > cfg.max_steps:

@@ -23,7 +23,15 @@ from train_helpers import micro_config
 from gptforge.flows import cli
 from gptforge.flows.cli import main
 from gptforge.flows.models import resolve_model
-from gptforge.model.checkpoint import CHECKPOINTS, CONFIG, LATEST, TRAINER_STATE, WEIGHTS
+from gptforge.model import checkpoint as checkpoint_module
+from gptforge.model.checkpoint import (
+    CHECKPOINTS,
+    CONFIG,
+    LATEST,
+    OPTIMIZER,
+    TRAINER_STATE,
+    WEIGHTS,
+)
 from gptforge.model.config import GPTConfig
 from gptforge.model.generation_job import load_prompts
 from gptforge.model.gpt import GPT
@@ -292,8 +300,17 @@ def wider(config: Path) -> None:
         (CONFIG, wider, f"{WEIGHTS}: does not fit config.json"),
         (TRAINER_STATE, truncate, f"{TRAINER_STATE}: not a trainer state"),
         (TRAINER_STATE, lambda p: p.write_text('{"step": 2}'), f"{TRAINER_STATE}: not a trainer"),
+        (OPTIMIZER, truncate, f"{OPTIMIZER}: not a complete optimizer state"),
     ],
-    ids=["weights-cut", "weights-garbage", "config-cut", "config-other", "state-cut", "state-bad"],
+    ids=[
+        "weights-cut",
+        "weights-garbage",
+        "config-cut",
+        "config-other",
+        "state-cut",
+        "state-bad",
+        "optimizer-cut",
+    ],
 )
 def test_a_damaged_checkpoint_is_refused_before_any_run_opens(
     capsys, file: str, damage, message: str, dataset: Path, trained: Path, tmp_path: Path
@@ -304,8 +321,8 @@ def test_a_damaged_checkpoint_is_refused_before_any_run_opens(
     base = ["train", "--data", str(dataset), *MICRO, "--max-steps", "4"]
     line = one_line(capsys, [*base, "--out", str(out), "--resume"], 2)
     assert line.startswith(f"gptforge train: invalid setting resume: {checkpoint}/{message}")
-    if file == TRAINER_STATE:
-        return  # neither starting from weights nor generating reads the trainer state
+    if file in (TRAINER_STATE, OPTIMIZER):
+        return  # neither starting from weights nor generating reads these
     fresh = str(tmp_path / "fresh")
     line = one_line(capsys, [*base, "--out", fresh, "--init-from", str(out)], 2)
     assert line.startswith(f"gptforge train: invalid setting init_from: {checkpoint}/{message}")
@@ -314,6 +331,27 @@ def test_a_damaged_checkpoint_is_refused_before_any_run_opens(
     assert line.startswith(f"gptforge generate: invalid setting model: {checkpoint}/{message}")
     with pytest.raises(ConfigError, match=message):  # what the generate flow calls first
         resolve_model(str(out))
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_partial_checkpoint(
+    capsys, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The optimizer state goes to /dev/full: the kernel's own ENOSPC where the checkpoint is
+    written (a full tmpfs would need a mount, and so root)."""
+
+    def full_disk(path: Path, mode: str = "r", *args: object) -> object:
+        return builtins.open("/dev/full" if str(path).endswith(OPTIMIZER) else path, mode)
+
+    monkeypatch.setattr(checkpoint_module, "open", full_disk, raising=False)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(dataset), *MICRO, "--max-steps", "2", "--out", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"gptforge train: cannot write {out}/checkpoints/step_0000002: No space left on device"
+    )
+    assert not list((out / CHECKPOINTS).iterdir()), "no half-written checkpoint is left"
 
 
 # 5. prompts files

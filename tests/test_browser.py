@@ -36,9 +36,10 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
 deadline = time.monotonic() + 120
+deployment, parameters = "generate/gptforge-generate", json.loads(sys.argv[1])
 while True:  # `serve` registers the deployment a few seconds after it starts
     try:
-        run = run_deployment("generate/gptforge", parameters=json.loads(sys.argv[1]), timeout=0)
+        run = run_deployment(deployment, parameters=parameters, timeout=0)
         break
     except Exception:
         if time.monotonic() > deadline:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
 from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from trees import write_tree
 
 from gptforge.flows.cli import main
 from gptforge.flows.home import mlflow_uri
-from gptforge.flows.ingest import ingest_flow
+from gptforge.flows.ingest import REINGESTED_TAG, ingest_flow
 from gptforge.flows.tracking import DIGEST_TAG, STAGE_TAG
 
 pytestmark = pytest.mark.slow
@@ -79,3 +82,36 @@ def test_cli_prints_a_summary(prefect, docs: Path, tmp_path: Path, capsys) -> No
 def test_cli_reports_invalid_settings_by_name(docs: Path, tmp_path: Path, capsys) -> None:
     assert main(["ingest", str(docs), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
     assert "invalid setting workers: must be >= 1 and <= 512, got 0" in capsys.readouterr().err
+
+
+def test_a_reingest_says_whether_the_dataset_changed_and_records_a_no_op_once(
+    prefect, docs: Path, tmp_path: Path
+) -> None:
+    """The event a deployment trigger listens for: changed on the first ingest and after a
+    new document, unchanged (no new MLflow run, a tag on the old one) in between."""
+    out = tmp_path / "data"
+    first = ingest_flow(sources=[str(docs)], out=str(out), val_fraction=0.0)
+    again = ingest_flow(sources=[str(docs)], out=str(out), val_fraction=0.0)
+    (docs / "new.txt").write_text("A new document about tokenizers. " * 50)
+    grown = ingest_flow(sources=[str(docs)], out=str(out), val_fraction=0.0)
+    assert (first["changed"], again["changed"], grown["changed"]) == (True, False, True)
+    assert again["mlflow_run_id"] == first["mlflow_run_id"] != grown["mlflow_run_id"]
+    mlflow.set_tracking_uri(mlflow_uri())
+    assert REINGESTED_TAG in mlflow.get_run(first["mlflow_run_id"]).data.tags
+
+    names = ["gptforge.dataset.changed", "gptforge.dataset.unchanged"]
+    wanted = EventFilter(
+        event=EventNameFilter(name=names),
+        resource=EventResourceFilter(id=[f"gptforge.dataset.{out}"]),
+    )
+    deadline = time.monotonic() + 30
+    while True:  # events reach the server's store asynchronously
+        with get_client(sync_client=True) as client:
+            events = sorted(client.read_events(wanted, limit=50).events, key=lambda e: e.occurred)
+        if len(events) == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [e.event.rsplit(".", 1)[1] for e in events] == ["changed", "unchanged", "changed"]
+    assert events[2].payload["dataset_digest"] == grown["dataset_digest"]
+    assert events[2].payload["mlflow_run_id"] == grown["mlflow_run_id"]
+    assert events[2].related[0].id == f"mlflow.run.{grown['mlflow_run_id']}"

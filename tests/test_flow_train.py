@@ -8,6 +8,8 @@ import mlflow
 import pytest
 import torch
 from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from safetensors.torch import load_file
 
 from gptforge.flows.cli import main, parse_overrides
@@ -71,6 +73,13 @@ def test_flow_tracks_the_run_and_registers_a_loadable_model(
 
     summary = Artifact.get("training-summary")
     assert summary is not None and result["model_uri"] in summary.data
+    progress = Artifact.get("train-progress")  # the Prefect UI's progress bar
+    assert progress is not None and progress.type == "progress" and float(progress.data) == 100
+    with get_client(sync_client=True) as client:
+        (flow_run,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[progress.flow_run_id]))
+        )
+    assert flow_run.name == "train-run", "named like the MLflow run: stage and output folder"
 
 
 def test_unknown_model_references_are_config_errors(prefect, tmp_path: Path) -> None:

@@ -169,3 +169,12 @@ def test_every_option_is_spelt_like_the_flow_parameter_it_sets_with_its_default(
         if isinstance(value, list) and not isinstance(flow_default, list) and value:
             value = value[0]  # a sweep option's default is one value
         assert value == flow_default, name
+
+
+def test_the_preset_type_lists_exactly_the_presets() -> None:
+    """The flows' `preset` parameter is a Literal, so the Prefect form offers a dropdown."""
+    from typing import get_args
+
+    from gptforge.model.config import PRESETS, PresetName
+
+    assert get_args(PresetName) == tuple(PRESETS)
