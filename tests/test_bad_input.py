@@ -42,7 +42,11 @@ from gptforge.pipeline.errors import RunError
 from gptforge.pipeline.ingest import ingest
 from gptforge.pipeline.jobs import ExtractJob, run_job
 
-MICRO = ["--model-overrides", "block_size=32", "n_layer=2", "n_head=2", "n_embd=32"]
+# The CLI spelling of train_helpers.MICRO, which the `trained` fixture's checkpoint holds.
+MICRO = [
+    *("--model-overrides", "block_size=32", "n_layer=2", "n_head=2", "n_embd=32"),
+    *("--recipe", "gpt2"),
+]
 WORDS = [
     "alpha",
     "beta",
