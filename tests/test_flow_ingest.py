@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
 from prefect.artifacts import Artifact
-from prefect.client.orchestration import get_client
-from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+from prefect.events import Event, emit_event
 from trees import write_tree
 
+from gptforge.flows import ingest as ingest_module
 from gptforge.flows.cli import main
 from gptforge.flows.home import mlflow_uri
 from gptforge.flows.ingest import REINGESTED_TAG, ingest_flow
@@ -85,10 +85,20 @@ def test_cli_reports_invalid_settings_by_name(docs: Path, tmp_path: Path, capsys
 
 
 def test_a_reingest_says_whether_the_dataset_changed_and_records_a_no_op_once(
-    prefect, docs: Path, tmp_path: Path
+    prefect, docs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The event a deployment trigger listens for: changed on the first ingest and after a
-    new document, unchanged (no new MLflow run, a tag on the old one) in between."""
+    new document, unchanged (no new MLflow run, a tag on the old one) in between. The events
+    are Prefect's own, as built by `emit_event`; they are read here as emitted, because the
+    process-wide events worker of a long test session may point at an earlier server."""
+    emitted: list[Event] = []
+
+    def recording(**kwargs: Any) -> Event | None:
+        event = emit_event(**kwargs)
+        emitted.append(event)
+        return event
+
+    monkeypatch.setattr(ingest_module, "emit_event", recording)
     out = tmp_path / "data"
     first = ingest_flow(sources=[str(docs)], out=str(out), val_fraction=0.0)
     again = ingest_flow(sources=[str(docs)], out=str(out), val_fraction=0.0)
@@ -99,19 +109,13 @@ def test_a_reingest_says_whether_the_dataset_changed_and_records_a_no_op_once(
     mlflow.set_tracking_uri(mlflow_uri())
     assert REINGESTED_TAG in mlflow.get_run(first["mlflow_run_id"]).data.tags
 
-    names = ["gptforge.dataset.changed", "gptforge.dataset.unchanged"]
-    wanted = EventFilter(
-        event=EventNameFilter(name=names),
-        resource=EventResourceFilter(id=[f"gptforge.dataset.{out}"]),
-    )
-    deadline = time.monotonic() + 30
-    while True:  # events reach the server's store asynchronously
-        with get_client(sync_client=True) as client:
-            events = sorted(client.read_events(wanted, limit=50).events, key=lambda e: e.occurred)
-        if len(events) == 3 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert [e.event.rsplit(".", 1)[1] for e in events] == ["changed", "unchanged", "changed"]
-    assert events[2].payload["dataset_digest"] == grown["dataset_digest"]
-    assert events[2].payload["mlflow_run_id"] == grown["mlflow_run_id"]
-    assert events[2].related[0].id == f"mlflow.run.{grown['mlflow_run_id']}"
+    assert [e.event for e in emitted] == [
+        "gptforge.dataset.changed",
+        "gptforge.dataset.unchanged",
+        "gptforge.dataset.changed",
+    ]
+    assert {e.resource.id for e in emitted} == {f"gptforge.dataset.{out}"}
+    assert emitted[2].payload["dataset_digest"] == grown["dataset_digest"]
+    assert emitted[2].payload["mlflow_run_id"] == grown["mlflow_run_id"]
+    assert emitted[1].payload["mlflow_run_id"] == first["mlflow_run_id"]
+    assert emitted[2].related[0].id == f"mlflow.run.{grown['mlflow_run_id']}"
