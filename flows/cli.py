@@ -142,7 +142,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = train_config(**settings)  # every setting checked, nothing heavy imported yet
     from gptforge.flows.train import train_flow
-    from gptforge.model.train import schedule_change, validate
+    from gptforge.model.resume import schedule_change
+    from gptforge.model.train import validate
 
     checked = validate(cfg)
     if note := schedule_change(cfg, checked.resume_from):

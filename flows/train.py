@@ -30,11 +30,11 @@ from gptforge.flows.tracking import (
 from gptforge.flows.train_settings import GPT_DEFAULTS, train_config
 from gptforge.model.checkpoint import CONFIG, TRAINER_STATE, read_trainer_state
 from gptforge.model.config import PresetName, Recipe
+from gptforge.model.resume import schedule_change
 from gptforge.model.train import (
     Callbacks,
     Checked,
     TrainResult,
-    schedule_change,
     train,
     validate,
 )

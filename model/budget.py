@@ -28,6 +28,7 @@ from gptforge.model.config import GPTConfig
 from gptforge.model.data import TokenWindows
 from gptforge.model.evaluate import evaluate
 from gptforge.model.gpt import GPT
+from gptforge.model.optim import make_optimizer
 from gptforge.model.train_config import TrainConfig
 
 TOKENS_PER_PARAMETER = 20
@@ -91,8 +92,6 @@ def measure(
 ) -> Speed:
     """Time WARM_STEPS + TIMED_STEPS optimizer steps and one evaluation on a copy of `model`
     (its weights and any optimizer state are thrown away after)."""
-    from gptforge.model.train import make_optimizer  # the optimizer training uses
-
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, cfg, device)
     batches = [

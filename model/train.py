@@ -33,8 +33,9 @@ from gptforge.model.evaluate import evaluate as evaluate_windows
 from gptforge.model.gpt import GPT
 from gptforge.model.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from gptforge.model.memory import check_training_memory
-from gptforge.model.muon import MuonAdamW
+from gptforge.model.optim import lr_at, make_optimizer, set_lr
 from gptforge.model.precision import autocast, grad_scaler, resolve_precision
+from gptforge.model.resume import budget_as_planned, check_checkpoints
 from gptforge.model.throughput import peak_flops
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import ConfigError
@@ -114,7 +115,7 @@ def validate(cfg: TrainConfig) -> Checked:
             f"{cfg.model.tokenizer!r}",
         )
     train, val = windows_for(cfg, dataset)
-    return Checked(precision, dataset, train, val, _check_checkpoints(cfg, dataset), cfg)
+    return Checked(precision, dataset, train, val, check_checkpoints(cfg, dataset), cfg)
 
 
 def windows_for(cfg: TrainConfig, dataset: Dataset) -> tuple[TokenWindows, TokenWindows | None]:
@@ -124,19 +125,6 @@ def windows_for(cfg: TrainConfig, dataset: Dataset) -> tuple[TokenWindows, Token
     if dataset.tokens["val"] > cfg.model.block_size:
         val = TokenWindows(dataset, "val", cfg.model.block_size)
     return train, val
-
-
-def budget_as_planned(cfg: TrainConfig) -> TrainConfig:
-    """A resumed time-budgeted run keeps the model and step count its start fixed (they are
-    in its checkpoint), so it continues exactly; nothing is measured again."""
-    try:
-        latest = checkpoint.resolve_checkpoint(cfg.out_dir)
-        saved = checkpoint.read_trainer_state(latest)["settings"]
-        model = checkpoint.read_config(latest)
-    except (checkpoint.CheckpointError, KeyError) as exc:
-        raise ConfigError("resume", f"nothing to resume: {exc}") from exc
-    planned = replace(cfg, model=model, size_for_budget=False)
-    return planned.for_steps(int(saved["max_steps"]))
 
 
 def prepare(cfg: TrainConfig, checked: Checked | None = None) -> Setup:
@@ -169,115 +157,6 @@ def train(
             return _train(cfg, setup, callbacks, request, started)
     finally:
         shutdown(setup.world)
-
-
-# modern: the learning rate falls to min_lr over this last share of the steps (nanochat's
-# warmdown; modded-nanogpt's cooldown is of the same order).
-DECAY_FRACTION = 0.4
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to `learning_rate`, then (gpt2) cosine decay to `min_lr` at `max_steps`,
-    or (modern) warmup-stable-decay: flat, then a straight line to `min_lr` over the last
-    DECAY_FRACTION of the steps."""
-    if step < cfg.warmup_steps:
-        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
-    if cfg.model.recipe == "modern":
-        decay = max(1, round(DECAY_FRACTION * cfg.max_steps))
-        progress = min(1.0, max(0.0, (step - (cfg.max_steps - decay)) / decay))
-        return cfg.learning_rate + progress * (cfg.min_lr - cfg.learning_rate)
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
-
-
-SCHEDULE = ("max_steps", "warmup_steps", "learning_rate", "min_lr")
-
-
-def schedule_change(cfg: TrainConfig, resume_from: Path | None) -> str | None:
-    """What a resume changes in the learning-rate schedule, if anything. Warmup and the cosine
-    decay are laid over max_steps, so extending a run (a larger max_steps) stretches the decay
-    from the resumed step on: the result differs from a run started with the new settings."""
-    if resume_from is None:
-        return None
-    state = checkpoint.read_trainer_state(resume_from)
-    saved = state.get("settings", {})
-    changed = [
-        f"{name} {saved[name]} -> {getattr(cfg, name)}"
-        for name in SCHEDULE
-        if name in saved and saved[name] != getattr(cfg, name)
-    ]
-    if not changed:
-        return None
-    return (
-        f"resuming at step {state['step']} with a different learning-rate schedule "
-        f"({', '.join(changed)}): the steps from here follow the new one, so the result "
-        "differs from a run started with these settings"
-    )
-
-
-def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """gpt2: AdamW with weight decay on matrices only: biases, norms and embeddings (1-D or
-    the tied embedding) are not decayed, as in nanoGPT. modern: `modern_optimizer`."""
-    if cfg.model.recipe == "modern":
-        return modern_optimizer(model, cfg, device)
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        embedding = name.startswith(("transformer.wte", "transformer.wpe"))
-        (decay if param.dim() >= 2 and not embedding else no_decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(
-        groups,
-        lr=cfg.learning_rate,
-        betas=(cfg.beta1, cfg.beta2),
-        fused=device.type in ("cuda", "cpu"),
-    )
-
-
-# modern: each group's learning rate as a multiple of `learning_rate` (nanochat's values at the
-# default 1e-3: Muon 0.02, head 0.004, embedding 0.2), AdamW's scaled by 1/sqrt(n_embd / 768).
-MODERN_LR_SCALE = {"matrices": 20.0, "head": 4.0, "embedding": 200.0, "gains": 1.0}
-
-
-def modern_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> MuonAdamW:
-    """Muon for the blocks' matrices (the fused query/key/value one as three), AdamW for the
-    embedding, the head and 1-D parameters, none of them decayed (as in modded-nanogpt).
-    Newton-Schulz runs in bf16 only where training does (native bf16); else in fp32."""
-    width = (model.config.n_embd / 768) ** -0.5
-    head, embedding = model.lm_head.weight, model.transformer.wte.weight
-    matrices, qkv, gains = [], [], []
-    for name, param in model.named_parameters():
-        if param is head or param is embedding:
-            continue
-        if not name.startswith("transformer.h.") or param.dim() != 2:
-            gains.append(param)
-        else:
-            (qkv if name.endswith("attn.c_attn.weight") else matrices).append(param)
-    scale = MODERN_LR_SCALE
-    groups = [
-        {"kind": "muon", "params": matrices, "lr_scale": scale["matrices"], "split": 1},
-        {"kind": "muon", "params": qkv, "lr_scale": scale["matrices"], "split": 3},
-        {"kind": "adamw", "params": [head], "lr_scale": scale["head"] * width},
-        {"kind": "adamw", "params": [embedding], "lr_scale": scale["embedding"] * width},
-        {"kind": "adamw", "params": gains, "lr_scale": scale["gains"]},
-    ]
-    precision = resolve_precision(cfg.precision, device)
-    return MuonAdamW(
-        [g for g in groups if g["params"]],
-        betas=(cfg.beta1, cfg.beta2),
-        ns_dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
-    )
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """The schedule's learning rate, times each group's `lr_scale` (modern's groups differ)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def train_step(
@@ -504,77 +383,3 @@ def stop_agreed(stop: StopRequest, world: World, device: torch.device) -> bool:
     if not world.distributed:
         return stop.is_set()
     return mean_across(float(stop.is_set()), world, device) > 0
-
-
-def _check_checkpoints(cfg: TrainConfig, dataset: Dataset) -> Path | None:
-    """Resume needs a checkpoint that fits; a fresh run must not mix with an old one."""
-    root = cfg.out_dir / checkpoint.CHECKPOINTS
-    if cfg.init_from is not None:
-        try:
-            source = checkpoint.resolve_checkpoint(cfg.init_from)
-        except checkpoint.CheckpointError as exc:
-            raise ConfigError("init_from", str(exc)) from exc
-        _check_same_model(source, cfg, "init_from")
-    if not cfg.resume:
-        if any(root.glob("step_*")):
-            raise ConfigError(
-                "out_dir",
-                f"{cfg.out_dir} already holds checkpoints; pass resume=True to continue them "
-                "or choose another out_dir",
-            )
-        return None
-    try:
-        latest = checkpoint.resolve_checkpoint(cfg.out_dir)
-    except checkpoint.CheckpointError as exc:
-        raise ConfigError("resume", f"nothing to resume: {exc}") from exc
-    _check_same_model(latest, cfg, "resume")
-    try:
-        saved = checkpoint.read_trainer_state(latest)
-        checkpoint.check_optimizer_state(latest)
-    except checkpoint.CheckpointError as exc:
-        raise ConfigError("resume", str(exc)) from exc
-    if saved["step"] > cfg.max_steps:
-        raise ConfigError("max_steps", f"the checkpoint is at step {saved['step']}, past max_steps")
-    _check_same_run(latest, saved, cfg, dataset)
-    return latest
-
-
-RESUME_MUST_MATCH = ("seed", "batch_size", "grad_accum")
-
-
-def _check_same_run(directory: Path, saved: dict, cfg: TrainConfig, dataset: Dataset) -> None:
-    """An exact resume needs the batches the run would have drawn: same data, seed, batch
-    shape. Different data or batch settings are a new run from these weights: `init_from`."""
-    if saved.get("dataset_digest") not in (None, dataset.digest):
-        raise ConfigError(
-            "resume",
-            f"checkpoint {directory} was trained on dataset {saved['dataset_digest'][:12]}, "
-            f"the data is {dataset.digest[:12]}; use init_from to continue on new data",
-        )
-    settings = saved.get("settings", {})
-    for name in RESUME_MUST_MATCH:
-        if name in settings and settings[name] != getattr(cfg, name):
-            raise ConfigError(
-                name,
-                f"checkpoint {directory} was trained with {name}={settings[name]}, the "
-                f"settings say {getattr(cfg, name)}; an exact resume needs the same value",
-            )
-
-
-def _check_same_model(directory: Path, cfg: TrainConfig, field_name: str) -> None:
-    try:
-        saved = checkpoint.check_checkpoint(directory)  # garbled or truncated files, named
-    except checkpoint.CheckpointError as exc:
-        raise ConfigError(field_name, str(exc)) from exc
-    if saved.tokenizer != cfg.model.tokenizer:
-        raise ConfigError(
-            "tokenizer",
-            f"checkpoint {directory} uses tokenizer {saved.tokenizer!r}, "
-            f"the model settings {cfg.model.tokenizer!r}",
-        )
-    for key, value in saved.to_json().items():
-        wanted = getattr(cfg.model, key)
-        if key != "dropout" and wanted != value:
-            raise ConfigError(
-                field_name, f"checkpoint {directory} has {key}={value}, the settings say {wanted}"
-            )

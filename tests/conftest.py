@@ -47,3 +47,64 @@ def token_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sources = (repo / "docs", repo / "pipeline", repo / "model")
     ingest(IngestConfig(sources=sources, out=out, val_fraction=0.2, workers=1))
     return out
+
+
+# The bad-input tests' data (tests/test_bad_input.py, tests/test_bad_checkpoints.py): six
+# small documents, their dataset, and a two-step training run of the micro model.
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    docs = tmp_path_factory.mktemp("corpus")
+    for i in range(6):
+        words = [WORDS[(i * 7 + j * j) % len(WORDS)] for j in range(600)]
+        (docs / f"doc{i}.txt").write_text(" ".join(words) + "\n")
+    return docs
+
+
+@pytest.fixture(scope="module")
+def dataset(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dataset")
+    from gptforge.pipeline.config import IngestConfig
+    from gptforge.pipeline.ingest import ingest
+
+    ingest(IngestConfig(sources=(corpus,), out=out, val_fraction=0.3, workers=1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training output directory with a two-step checkpoint (resume, init_from, generate)."""
+    from train_helpers import micro_config
+
+    from gptforge.model.train import train
+
+    out = tmp_path_factory.mktemp("trained")
+    train(micro_config(dataset, out, max_steps=2, checkpoint_interval=2, eval_interval=2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads and lose much to them on a busy shared machine
+    (a module asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -34,13 +34,7 @@ def with_(config: SamplingConfig, **changes) -> SamplingConfig:
     return SamplingConfig(**{**config.to_json(), **changes})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads and lose much to them on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gpt(seed: int = 0) -> GPT:

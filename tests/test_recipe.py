@@ -19,8 +19,9 @@ from gptforge.model.generate import generate
 from gptforge.model.gpt import GPT, SOFT_CAP
 from gptforge.model.kv_cache import KVCache
 from gptforge.model.muon import MuonAdamW, orthogonalize
+from gptforge.model.optim import lr_at, make_optimizer
 from gptforge.model.sampling_config import SamplingConfig
-from gptforge.model.train import lr_at, make_optimizer, train
+from gptforge.model.train import train
 from gptforge.pipeline.config import ConfigError
 
 MODERN = replace(MICRO, recipe="modern")
@@ -36,13 +37,7 @@ SMALL = GPTConfig(
 PROMPTS = [[5, 17, 42, 7, 99, 3, 250, 11], [8], [300, 301, 302, 303, 304], [77, 78]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads and lose much to them on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scrambled(seed: int = 0) -> GPT:

@@ -12,7 +12,8 @@ from train_helpers import MICRO, micro_config, weights
 from gptforge.model.checkpoint import load_model, resolve_checkpoint
 from gptforge.model.config import GPTConfig
 from gptforge.model.gpt import GPT
-from gptforge.model.train import Callbacks, lr_at, make_optimizer, train
+from gptforge.model.optim import lr_at, make_optimizer
+from gptforge.model.train import Callbacks, train
 from gptforge.pipeline.config import ConfigError
 
 

@@ -1,0 +1,96 @@
+"""Optimizers and learning-rate schedules of the two recipes: gpt2 (AdamW, warmup + cosine)
+and modern (Muon + AdamW, warmup-stable-decay). The training loop asks for one of each."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gptforge.model.gpt import GPT
+from gptforge.model.muon import MuonAdamW
+from gptforge.model.precision import resolve_precision
+from gptforge.model.train_config import TrainConfig
+
+# modern: the learning rate falls to min_lr over this last share of the steps (nanochat's
+# warmdown; modded-nanogpt's cooldown is of the same order).
+DECAY_FRACTION = 0.4
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to `learning_rate`, then (gpt2) cosine decay to `min_lr` at `max_steps`,
+    or (modern) warmup-stable-decay: flat, then a straight line to `min_lr` over the last
+    DECAY_FRACTION of the steps."""
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    if cfg.model.recipe == "modern":
+        decay = max(1, round(DECAY_FRACTION * cfg.max_steps))
+        progress = min(1.0, max(0.0, (step - (cfg.max_steps - decay)) / decay))
+        return cfg.learning_rate + progress * (cfg.min_lr - cfg.learning_rate)
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """gpt2: AdamW with weight decay on matrices only: biases, norms and embeddings (1-D or
+    the tied embedding) are not decayed, as in nanoGPT. modern: `modern_optimizer`."""
+    if cfg.model.recipe == "modern":
+        return modern_optimizer(model, cfg, device)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        embedding = name.startswith(("transformer.wte", "transformer.wpe"))
+        (decay if param.dim() >= 2 and not embedding else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups,
+        lr=cfg.learning_rate,
+        betas=(cfg.beta1, cfg.beta2),
+        fused=device.type in ("cuda", "cpu"),
+    )
+
+
+# modern: each group's learning rate as a multiple of `learning_rate` (nanochat's values at the
+# default 1e-3: Muon 0.02, head 0.004, embedding 0.2), AdamW's scaled by 1/sqrt(n_embd / 768).
+MODERN_LR_SCALE = {"matrices": 20.0, "head": 4.0, "embedding": 200.0, "gains": 1.0}
+
+
+def modern_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> MuonAdamW:
+    """Muon for the blocks' matrices (the fused query/key/value one as three), AdamW for the
+    embedding, the head and 1-D parameters, none of them decayed (as in modded-nanogpt).
+    Newton-Schulz runs in bf16 only where training does (native bf16); else in fp32."""
+    width = (model.config.n_embd / 768) ** -0.5
+    head, embedding = model.lm_head.weight, model.transformer.wte.weight
+    matrices, qkv, gains = [], [], []
+    for name, param in model.named_parameters():
+        if param is head or param is embedding:
+            continue
+        if not name.startswith("transformer.h.") or param.dim() != 2:
+            gains.append(param)
+        else:
+            (qkv if name.endswith("attn.c_attn.weight") else matrices).append(param)
+    scale = MODERN_LR_SCALE
+    groups = [
+        {"kind": "muon", "params": matrices, "lr_scale": scale["matrices"], "split": 1},
+        {"kind": "muon", "params": qkv, "lr_scale": scale["matrices"], "split": 3},
+        {"kind": "adamw", "params": [head], "lr_scale": scale["head"] * width},
+        {"kind": "adamw", "params": [embedding], "lr_scale": scale["embedding"] * width},
+        {"kind": "adamw", "params": gains, "lr_scale": scale["gains"]},
+    ]
+    precision = resolve_precision(cfg.precision, device)
+    return MuonAdamW(
+        [g for g in groups if g["params"]],
+        betas=(cfg.beta1, cfg.beta2),
+        ns_dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+    )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's learning rate, times each group's `lr_scale` (modern's groups differ)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
