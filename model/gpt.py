@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptforge.model.config import GPTConfig
-from gptforge.model.kv_cache import KVCache, attention_mask, positions
+from gptforge.model.kv_cache import CacheStep, padding_mask, positions
 from gptforge.model.rotary import Rotary, rotate
 
 # modern: logits are squashed into (-15, 15) (nanochat's value), which keeps early training
@@ -50,7 +50,7 @@ class CausalSelfAttention(nn.Module):
         self.layer = layer
 
     def forward(
-        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, rope: Rope | None
+        self, x: Tensor, mask: Tensor | None, cache: CacheStep | None, rope: Rope | None
     ) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
@@ -98,7 +98,7 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, rope: Rope | None = None
+        self, x: Tensor, mask: Tensor | None, cache: CacheStep | None, rope: Rope | None = None
     ) -> Tensor:
         x = x + self.attn(self.ln_1(x), mask, cache, rope)
         return x + self.mlp(self.ln_2(x))
@@ -173,14 +173,14 @@ class GPT(nn.Module):
         idx: Tensor,
         targets: Tensor | None = None,
         *,
-        cache: KVCache | None = None,
+        cache: CacheStep | None = None,
         pad: Tensor | None = None,
         last_only: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Logits (B, T, V) and, given targets, the mean cross-entropy in fp32.
 
-        `cache` makes this an incremental step from `cache.pos`; `pad` (B,) counts each row's
-        left padding when there is no cache (with a cache, the cache holds it). `last_only`
+        `cache` makes this an incremental step of the cache's slots, each from its own length;
+        `pad` (B,) counts each row's left padding when there is no cache. `last_only`
         computes logits for the final position only: what generation needs.
         """
         x = self.hidden(idx, cache=cache, pad=pad)
@@ -195,20 +195,21 @@ class GPT(nn.Module):
         return logits, loss
 
     def hidden(
-        self, idx: Tensor, *, cache: KVCache | None = None, pad: Tensor | None = None
+        self, idx: Tensor, *, cache: CacheStep | None = None, pad: Tensor | None = None
     ) -> Tensor:
         """The final norm's output (B, T, C): everything but the LM head (and soft cap), which
-        decoding applies to the last position only, in its own layout (model/generate.py)."""
+        decoding applies to the last position only, in its own layout (model/batching.py)."""
         T = idx.size(1)
-        start = cache.pos if cache is not None else 0
         if cache is not None:
-            pad = cache.pad
-        if start + T > self.config.block_size:
+            pos, mask, end = cache.positions, cache.mask, cache.end
+        else:
+            pos = positions(T, pad, idx.device)
+            mask = None if pad is None else padding_mask(T, pad, idx.device)
+            end = T
+        if end > self.config.block_size:
             raise ValueError(
-                f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}"
+                f"sequence of {end} tokens exceeds block_size {self.config.block_size}"
             )
-        pos = positions(start, T, pad, idx.device)
-        mask = attention_mask(start, T, pad, idx.device)
         rope = None
         if self.rotary is not None:
             rope = self.rotary(pos)
@@ -218,7 +219,7 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x, mask, cache, rope)
         if cache is not None:
-            cache.advance(T)
+            cache.advance()
         return self.transformer.ln_f(x)
 
     def flops_per_token(self) -> float:

@@ -1,9 +1,13 @@
-"""Preallocated keys and values for incremental decoding, and the masks that go with them.
+"""Preallocated keys and values for incremental decoding: one slot per output being decoded.
 
-A decode step writes one position per layer and attends over the filled prefix, so it
-costs O(context) instead of recomputing O(context^2) attention. Prompts of different
-lengths are left-padded: row b's first `pad[b]` positions hold padding that no query
-may attend to, and its real tokens take positions 0, 1, 2, ... as if it were alone.
+A decode step writes one position per layer and attends over the filled prefix, so it costs
+O(context) instead of recomputing O(context^2) attention. Each slot has its own length: an
+output's tokens take positions 0, 1, 2, ... of its slot as if it were alone, whatever the other
+slots hold, so a slot freed by a finished output is refilled by the next one without moving
+or reallocating anything (continuous batching, model/batching.py).
+
+Without a cache (a reference and a baseline), prompts of different lengths are left-padded:
+row b's first `pad[b]` positions hold padding that no query may attend to.
 """
 
 from __future__ import annotations
@@ -15,79 +19,95 @@ from gptforge.model.config import GPTConfig
 
 
 class KVCache:
-    """Per-layer key/value tensors of shape (batch, heads, max_len, head_dim) plus an offset."""
+    """Keys and values (layers, slots, heads, max_len, head_dim), and each slot's length."""
 
     def __init__(
         self,
         config: GPTConfig,
-        batch_size: int,
+        slots: int,
         max_len: int,
         *,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
-        pad: Tensor | None = None,
     ):
         if not 1 <= max_len <= config.block_size:
             raise ValueError(f"max_len {max_len} must be in [1, block_size={config.block_size}]")
-        shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_dim)
+        shape = (config.n_layer, slots, config.n_head, max_len, config.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
-        self.pos = 0
-        self.pad = None if pad is None or not bool(pad.any()) else pad.to(device)
+        self.lengths = [0] * slots
+        self.device = torch.device(device)
+
+    def step(self, slots: list[int], length: int) -> CacheStep:
+        """A forward of `length` new tokens for each of `slots`, each after its own prefix."""
+        return CacheStep(self, slots, length)
+
+    def clear(self, slot: int) -> None:
+        """Free a slot for the next output: its old keys stay but are never attended to."""
+        self.lengths[slot] = 0
+
+
+class CacheStep:
+    """One forward through the cache: where each row's new tokens go and what they may see.
+
+    Row i of the forward is slot `slots[i]`; its new tokens take positions
+    `lengths[slot] ... lengths[slot] + length - 1` and attend to their slot's keys up to their
+    own position. The mask is explicit even where plain causal attention would do, so a row
+    takes the same attention kernel whatever else is in the batch.
+    """
+
+    def __init__(self, cache: KVCache, slots: list[int], length: int):
+        self.cache, self.slots, self.length = cache, slots, length
+        starts = [cache.lengths[s] for s in slots]
+        self.end = max(starts) + length
+        if self.end > cache.max_len:
+            raise ValueError(f"KV cache full: {self.end} positions > max_len {cache.max_len}")
+        device = cache.device
+        self.uniform = len(set(starts)) == 1
+        first = slots[0]
+        contiguous = slots == list(range(first, first + len(slots)))
+        self.rows: slice | Tensor = (
+            slice(first, first + len(slots)) if contiguous else torch.tensor(slots, device=device)
+        )
+        start = torch.tensor(starts, device=device).unsqueeze(1)
+        self.positions = start + torch.arange(length, device=device)  # (n, T)
+        keys = torch.arange(self.end, device=device)
+        self.mask = (keys <= self.positions.unsqueeze(2)).unsqueeze(1)  # (n, 1, T, end)
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store this step's keys/values for `layer`; return the filled prefix to attend over."""
-        end = self.pos + k.size(2)
-        if end > self.max_len:
-            raise ValueError(f"KV cache full: {end} positions > max_len {self.max_len}")
-        self.k[layer, :, :, self.pos : end] = k
-        self.v[layer, :, :, self.pos : end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        """Store this step's keys/values (n, H, T, D) for `layer`; return each row's keys and
+        values at positions 0 .. end - 1 (beyond a row's own length: masked)."""
+        cache = self.cache
+        if self.uniform:
+            start = self.end - self.length
+            cache.k[layer, self.rows, :, start : self.end] = k
+            cache.v[layer, self.rows, :, start : self.end] = v
+        else:
+            rows = torch.as_tensor(self.slots, device=cache.device).unsqueeze(1)
+            cache.k[layer, rows, :, self.positions] = k.transpose(1, 2)
+            cache.v[layer, rows, :, self.positions] = v.transpose(1, 2)
+        return cache.k[layer, self.rows, :, : self.end], cache.v[layer, self.rows, :, : self.end]
 
-    def advance(self, n: int) -> None:
-        self.pos += n
-
-    def keep(self, rows: Tensor, shift: int, pad: Tensor | None) -> None:
-        """Keep only `rows` of the batch and drop their first `shift` slots (padding that every
-        kept row has), so finished rows cost nothing and the freed slots can be filled.
-        `pad` is the kept rows' padding after the shift (None: no row is padded)."""
-        used = self.pos - shift
-        for name in ("k", "v"):
-            old = getattr(self, name)
-            new = old.new_empty((old.size(0), len(rows), *old.shape[2:]))
-            new[:, :, :, :used] = old[:, rows, :, shift : self.pos]
-            setattr(self, name, new)
-        self.pos = used
-        self.pad = pad
+    def advance(self) -> None:
+        for slot in self.slots:
+            self.cache.lengths[slot] += self.length
 
 
-def positions(start: int, length: int, pad: Tensor | None, device: torch.device) -> Tensor:
-    """Position ids for `length` tokens from absolute slot `start`: (T,) or (B, T) with padding."""
-    slots = torch.arange(start, start + length, device=device)
+def positions(length: int, pad: Tensor | None, device: torch.device) -> Tensor:
+    """Position ids of a forward without cache: (T,), or (B, T) counting from each row's first
+    real token when rows are left-padded."""
+    slots = torch.arange(length, device=device)
     if pad is None:
         return slots
     return (slots.unsqueeze(0) - pad.unsqueeze(1)).clamp_(min=0)
 
 
-def attention_mask(
-    start: int, length: int, pad: Tensor | None, device: torch.device
-) -> Tensor | None:
-    """Boolean (B|1, 1, T, S) mask, True where a query may attend; None when plain causal works.
-
-    Queries sit at slots start..start+T-1 and see keys at slots 0..start+T-1 up to their own,
-    minus each row's left padding. None means: no mask at all (one query, no padding) or the
-    caller may use `is_causal` (a full square, no padding).
-    """
-    if pad is None and (length == 1 or start == 0):
-        return None
-    keys = torch.arange(start + length, device=device)
-    queries = torch.arange(start, start + length, device=device)
-    mask = keys.unsqueeze(0) <= queries.unsqueeze(1)
-    if pad is None:
-        return mask.view(1, 1, length, start + length)
-    visible = keys.unsqueeze(0) >= pad.unsqueeze(1)
-    mask = mask.unsqueeze(0) & visible.unsqueeze(1)
+def padding_mask(length: int, pad: Tensor, device: torch.device) -> Tensor:
+    """Boolean (B, 1, T, T) causal mask that also hides each row's left padding."""
+    keys = torch.arange(length, device=device)
+    mask = (keys.unsqueeze(0) <= keys.unsqueeze(1)).unsqueeze(0)
+    mask = mask & (keys.unsqueeze(0) >= pad.unsqueeze(1)).unsqueeze(1)
     # A padding query would see no key at all; let it see itself so softmax stays finite.
-    mask |= torch.eye(start + length, dtype=torch.bool, device=device)[start:].unsqueeze(0)
+    mask |= torch.eye(length, dtype=torch.bool, device=device).unsqueeze(0)
     return mask.unsqueeze(1)

@@ -98,8 +98,8 @@ def test_a_job_split_into_calls_keeps_every_output_with_prompt_indices() -> None
     parts.sort(key=lambda g: (g.prompt_index, g.sample_index))
     assert completions(parts) == completions(whole)
     assert [g.prompt_index for g in parts] == [0, 0, 1, 1, 2, 2, 3, 3]
-    with pytest.raises(ConfigError, match="one distinct index per prompt"):
-        generate(model, PROMPTS[:2], SAMPLED, prompt_indices=[0, 0])
+    with pytest.raises(ConfigError, match="one index per prompt"):
+        generate(model, PROMPTS[:2], SAMPLED, prompt_indices=[0])
 
 
 def test_num_return_sequences_orders_results_by_prompt_then_sample() -> None:

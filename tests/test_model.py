@@ -95,14 +95,37 @@ def test_no_position_sees_the_future() -> None:
 def test_incremental_decoding_with_cache_equals_full_recompute() -> None:
     model = small_gpt(3)
     idx = torch.randint(0, SMALL.vocab_size, (2, 24))
-    cache = KVCache(SMALL, batch_size=2, max_len=SMALL.block_size)
+    cache = KVCache(SMALL, slots=2, max_len=SMALL.block_size)
     with torch.no_grad():
         full, _ = model(idx)
-        prefill, _ = model(idx[:, :10], cache=cache)
-        steps = [model(idx[:, t : t + 1], cache=cache)[0] for t in range(10, 24)]
+        prefill, _ = model(idx[:, :10], cache=cache.step([0, 1], 10))
+        steps = [model(idx[:, t : t + 1], cache=cache.step([0, 1], 1))[0] for t in range(10, 24)]
     torch.testing.assert_close(prefill, full[:, :10], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.cat(steps, 1), full[:, 10:], rtol=1e-5, atol=1e-5)
-    assert cache.pos == 24
+    assert cache.lengths == [24, 24]
+
+
+def test_slots_of_different_lengths_decode_together_as_if_alone() -> None:
+    """Each slot keeps its own positions: a batch step over slots holding 6 and 11 tokens gives
+    each row the logits it has alone, and a cleared slot starts again from position 0."""
+    model = small_gpt(4)
+    short = torch.randint(0, SMALL.vocab_size, (1, 6))
+    long = torch.randint(0, SMALL.vocab_size, (1, 11))
+    nxt = torch.randint(0, SMALL.vocab_size, (2, 1))
+    cache = KVCache(SMALL, slots=3, max_len=16)
+    with torch.no_grad():
+        model(long, cache=cache.step([0], 11))
+        model(short, cache=cache.step([2], 6))
+        step, _ = model(nxt, cache=cache.step([0, 2], 1))
+        long_next, _ = model(torch.cat([long, nxt[:1]], 1))
+        short_next, _ = model(torch.cat([short, nxt[1:]], 1))
+        cache.clear(0)
+        again, _ = model(short, cache=cache.step([0], 6))
+        alone, _ = model(short)
+    torch.testing.assert_close(step[0, -1], long_next[0, -1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(step[1, -1], short_next[0, -1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again, alone, rtol=1e-5, atol=1e-5)
+    assert cache.lengths == [6, 0, 7]
 
 
 def test_left_padding_gives_each_row_the_logits_it_has_alone() -> None:
@@ -110,18 +133,10 @@ def test_left_padding_gives_each_row_the_logits_it_has_alone() -> None:
     short = torch.randint(0, SMALL.vocab_size, (1, 6))
     long = torch.randint(0, SMALL.vocab_size, (1, 11))
     batch = torch.cat([torch.cat([torch.zeros(1, 5, dtype=torch.long), short], 1), long])
-    pad = torch.tensor([5, 0])
     with torch.no_grad():
         alone, _ = model(short)
-        padded, _ = model(batch, pad=pad)
-        cache = KVCache(SMALL, batch_size=2, max_len=16, pad=pad)
-        cached, _ = model(batch, cache=cache)
-        nxt = torch.randint(0, SMALL.vocab_size, (2, 1))
-        step, _ = model(nxt, cache=cache)
-        alone_next, _ = model(torch.cat([short, nxt[:1]], 1))
+        padded, _ = model(batch, pad=torch.tensor([5, 0]))
     torch.testing.assert_close(padded[0, 5:], alone[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(cached[0, 5:], alone[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(step[0, -1], alone_next[0, -1], rtol=1e-5, atol=1e-5)
 
 
 def test_sequence_longer_than_context_is_refused() -> None:
@@ -131,10 +146,9 @@ def test_sequence_longer_than_context_is_refused() -> None:
 
 
 def test_cache_refuses_to_overflow() -> None:
-    model = small_gpt()
-    cache = KVCache(SMALL, batch_size=1, max_len=4)
+    cache = KVCache(SMALL, slots=1, max_len=4)
     with pytest.raises(ValueError, match="KV cache full"):
-        model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
+        cache.step([0], 5)
 
 
 def test_bf16_forward_backward_runs_on_cpu() -> None:

@@ -94,17 +94,16 @@ def test_only_gpt2_converts_to_hugging_face() -> None:
         hf_config_kwargs(MODERN)
 
 
-def test_kv_cache_equals_the_full_forward_with_left_padding() -> None:
-    """Rotary positions come from the cache's offset minus each row's padding."""
+def test_kv_cache_slots_equal_the_full_forward() -> None:
+    """Rotary positions come from each slot's own length."""
     model = scrambled()
-    pad = torch.tensor([3, 0])
     idx = torch.randint(0, 500, (2, 12))
-    full, _ = model(idx, pad=pad)
-    cache = KVCache(SMALL, 2, 12, pad=pad)
-    steps = [model(idx[:, :5], cache=cache)[0]]
-    steps += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(5, 12)]
-    torch.testing.assert_close(torch.cat(steps, dim=1)[0, 3:], full[0, 3:])
-    torch.testing.assert_close(torch.cat(steps, dim=1)[1], full[1])
+    full, _ = model(idx)
+    cache = KVCache(SMALL, 2, 12)
+    steps = [model(idx[:1, :3], cache=cache.step([0], 3))[0]]
+    steps += [model(idx[:1, 3:5], cache=cache.step([0], 2))[0]]
+    steps += [model(idx[:, t : t + 1], cache=cache.step([0, 1], 1))[0] for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat([s[:1] for s in steps], dim=1)[0], full[0])
     assert full.abs().max() < SOFT_CAP
 
 

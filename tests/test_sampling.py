@@ -18,6 +18,7 @@ from gptforge.model.sampling import (
     RepetitionPenalty,
     SamplingConfig,
     build_processors,
+    column,
     greedy,
     next_tokens,
     process,
@@ -109,7 +110,7 @@ def test_same_filtered_distribution_as_transformers(settings: dict) -> None:
 def test_repetition_penalty_hits_each_repeated_token_once_with_its_sign() -> None:
     logits = torch.tensor([[1.0, 4.0, -1.0, 3.0, -2.0]])
     tokens = torch.tensor([[1, 1, 1, 2, 4]])  # token 1 three times, 2 and 4 once, 0 and 3 never
-    out = RepetitionPenalty(2.0)(tokens, Candidates(logits)).scores
+    out = RepetitionPenalty(column([2.0]))(tokens, Candidates(logits)).scores
     assert out.tolist() == [[1.0, 2.0, -2.0, 3.0, -4.0]]
     assert logits.tolist() == [[1.0, 4.0, -1.0, 3.0, -2.0]]  # the model's logits are untouched
 
@@ -117,20 +118,20 @@ def test_repetition_penalty_hits_each_repeated_token_once_with_its_sign() -> Non
 def test_greedy_when_do_sample_is_false_or_temperature_is_zero() -> None:
     for config in (plain(do_sample=False), plain(temperature=0.0)):
         assert config.greedy
-        assert next_tokens(LOGITS, None, config, build_processors(config), None).tolist() == [0]
+        assert next_tokens(LOGITS, None, config, None).tolist() == [0]
 
 
 def test_greedy_applies_the_repetition_penalty_and_nothing_else() -> None:
     config = plain(do_sample=False, repetition_penalty=10.0, top_k=1, temperature=0.5)
     assert [type(p).__name__ for p in build_processors(config)] == ["RepetitionPenalty"]
-    chosen = next_tokens(LOGITS, torch.tensor([[0]]), config, build_processors(config), None)
+    chosen = next_tokens(LOGITS, torch.tensor([[0]]), config, None)
     assert chosen.tolist() == [1]  # 10 / 10 = 1 < 8
 
 
 def test_sampling_without_uniforms_is_refused() -> None:
     config = plain()
     with pytest.raises(ValueError, match="uniform"):
-        next_tokens(LOGITS, None, config, build_processors(config), None)
+        next_tokens(LOGITS, None, config, None)
 
 
 def test_inverse_cdf_draw_follows_the_filtered_probabilities() -> None:

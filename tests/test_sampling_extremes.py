@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from gptforge.model.config import GPTConfig
 from gptforge.model.generate import generate
 from gptforge.model.gpt import GPT
-from gptforge.model.sampling import build_processors, next_tokens
+from gptforge.model.sampling import next_tokens
 from gptforge.model.sampling_config import SamplingConfig
 from gptforge.pipeline.errors import RunError
 from gptforge.pipeline.tokenizer import VOCAB_SIZE, gpt2_encoding
@@ -86,7 +86,7 @@ def test_non_finite_or_huge_scores_never_yield_an_id_outside_the_vocabulary(
     for do_sample in (True, False):
         config = SamplingConfig(do_sample=do_sample, **settings_)
         uniforms = torch.rand(4, generator=generator, dtype=torch.float64)
-        chosen = next_tokens(logits, tokens, config, build_processors(config), uniforms)
+        chosen = next_tokens(logits, tokens, config, uniforms)
         assert chosen.ge(0).all() and chosen.lt(16).all()
 
 
@@ -96,7 +96,7 @@ def test_a_vanishing_temperature_is_greedy() -> None:
         config = SamplingConfig(temperature=temperature)
         for u in (0.0, 0.5, 0.999):
             uniforms = torch.full((2,), u, dtype=torch.float64)
-            chosen = next_tokens(logits, None, config, build_processors(config), uniforms)
+            chosen = next_tokens(logits, None, config, uniforms)
             assert chosen.tolist() == [1, 1]
 
 
@@ -104,7 +104,7 @@ def test_a_tiny_repetition_penalty_favours_the_seen_tokens_without_overflowing()
     logits = torch.tensor([[1.0, 3.0, 2.0, 0.5]])
     config = SamplingConfig(repetition_penalty=1e-300, top_p=0.5)
     uniforms = torch.tensor([0.99], dtype=torch.float64)
-    chosen = next_tokens(logits, torch.tensor([[0, 3]]), config, build_processors(config), uniforms)
+    chosen = next_tokens(logits, torch.tensor([[0, 3]]), config, uniforms)
     assert chosen.item() in (0, 3)
 
 
@@ -113,4 +113,4 @@ def test_a_model_without_any_finite_score_is_refused_in_one_line() -> None:
     for config in (SamplingConfig(), SamplingConfig(do_sample=False)):
         uniforms = torch.zeros(2, dtype=torch.float64)
         with pytest.raises(RunError, match="no finite score in batch row 1"):
-            next_tokens(logits, None, config, build_processors(config), uniforms)
+            next_tokens(logits, None, config, uniforms)
