@@ -113,6 +113,10 @@ def run_ingest(args: argparse.Namespace) -> int:
 
     with locked(cfg.out):  # another ingest writing there is refused before Prefect starts
         pass
+    if cfg.executor != "local":  # so is a Dask scheduler that does not answer
+        from gptforge.flows.dask_ingest import check_scheduler
+
+        check_scheduler(cfg.executor)
 
     if problem := check_languages(cfg.ocr_lang):
         print(

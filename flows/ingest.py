@@ -60,7 +60,7 @@ class PrefectExecutor(Executor):
         return work
 
     def map_batches(
-        self, batches: Sequence[Batch], pool: WorkerPool
+        self, batches: Sequence[Batch], pool: WorkerPool | None
     ) -> Iterator[tuple[Batch, list[dict]]]:
         futures = {extract_task.submit(quote(batch), quote(pool)): batch for batch in batches}
         for future in as_completed(list(futures)):
@@ -68,6 +68,16 @@ class PrefectExecutor(Executor):
 
     def assemble(self, work: Plan) -> dict[str, Any]:
         return assemble_task(quote(work))
+
+
+def executor_for(cfg: IngestConfig) -> PrefectExecutor:
+    """Extraction on this flow's task runner (`local`), or on a Dask cluster."""
+    if cfg.executor == "local":
+        return PrefectExecutor()
+    from gptforge.flows.dask_ingest import DaskExecutor, check_scheduler
+
+    check_scheduler(cfg.executor)
+    return DaskExecutor(cfg)
 
 
 @task(name="record-in-mlflow", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -86,6 +96,7 @@ def record_ingest(cfg: IngestConfig, manifest: dict[str, Any], experiment: str) 
                 "exclude": ",".join(cfg.exclude),
                 "include_hidden": cfg.include_hidden,
                 "shard_tokens": cfg.shard_tokens,
+                "executor": cfg.executor,
             }
         )
         counts, splits = manifest["counts"], manifest["splits"]
@@ -158,6 +169,7 @@ def ingest_flow(
     max_file_mb: float = D["max_file_mb"],
     max_image_pixels: int = D["max_image_pixels"],
     shard_tokens: int = D["shard_tokens"],
+    executor: str = D["executor"],
     experiment: str = DEFAULT_EXPERIMENT,
 ) -> dict[str, Any]:
     """Turn folders of documents into GPT-2 token shards and a manifest.
@@ -188,7 +200,7 @@ def ingest_flow(
         report(stage, done, total)
         logger.info("%s: %d/%d files", stage, done, total)
 
-    manifest = ingest(cfg, progress, PrefectExecutor())
+    manifest = ingest(cfg, progress, executor_for(cfg))
     manifest_path = str(cfg.out / MANIFEST_NAME)
     sources = ", ".join(map(str, cfg.sources))
     create_markdown_artifact(

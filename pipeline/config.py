@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
+from urllib.parse import urlsplit
 
 from gptforge.pipeline.settings import ConfigError, check_fields, check_output, setting
 from gptforge.pipeline.workers import default_workers
@@ -61,6 +62,11 @@ class IngestConfig:
         180_000_000, "images and rendered pages larger than this are not OCR'd", ge=1_000_000
     )
     shard_tokens: int = setting(100_000_000, "tokens per shard file", ge=1024, le=2**31 - 1)
+    executor: str = setting(
+        "local",
+        "where extraction batches run: local (processes here), dask (a Dask cluster started on "
+        "this machine) or dask://HOST:PORT (a running Dask scheduler)",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(Path(s).expanduser() for s in self.sources))
@@ -87,6 +93,7 @@ class IngestConfig:
                 "ocr_lang",
                 f"expected tesseract codes like 'eng' or 'eng+deu', got {self.ocr_lang!r}",
             )
+        scheduler_address(self.executor)
 
     @property
     def excludes(self) -> tuple[str, ...]:
@@ -95,3 +102,19 @@ class IngestConfig:
     def extraction_key(self) -> str:
         """The settings that change extracted text; part of every cache key."""
         return f"ocr={self.ocr_lang}@{self.ocr_dpi},max_pixels={self.max_image_pixels}"
+
+
+def scheduler_address(executor: str) -> str | None:
+    """The Dask scheduler a `dask://HOST:PORT` (or `tcp://HOST:PORT`) executor names, as Dask
+    spells it (`tcp://HOST:PORT`); None for `local` and `dask`, which start their own."""
+    if executor in ("local", "dask"):
+        return None
+    expected = f"expected local, dask or dask://HOST:PORT, got {executor!r}"
+    parts = urlsplit(executor)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("dask", "tcp") or not parts.hostname or not port or parts.path:
+        raise ConfigError("executor", expected)
+    return f"tcp://{parts.netloc}"

@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from gptforge.pipeline.manifest import (
 from gptforge.pipeline.names import display_path
 from gptforge.pipeline.ocr import check_languages
 from gptforge.pipeline.records import FileRecord, Kind, Status
+from gptforge.pipeline.settings import ConfigError
 from gptforge.pipeline.shards import ShardWriter, commit
 from gptforge.pipeline.sniff import SNIFF_BYTES, sniff
 from gptforge.pipeline.workers import WorkerPool, start_forkserver
@@ -72,10 +73,15 @@ class Executor:
     def plan(self, cfg: IngestConfig) -> Plan:
         return plan(cfg)
 
+    def pool(self, cfg: IngestConfig, jobs: int) -> AbstractContextManager[WorkerPool | None]:
+        """The extraction processes `map_batches` gets: here, on this machine."""
+        return open_pool(cfg, jobs)
+
     def map_batches(
-        self, batches: Sequence[Batch], pool: WorkerPool
+        self, batches: Sequence[Batch], pool: WorkerPool | None
     ) -> Iterator[tuple[Batch, list[dict]]]:
         """`extract_batch` on every batch at once; (batch, results) as each one completes."""
+        assert pool is not None
         threads = ThreadPoolExecutor(pool.capacity, thread_name_prefix="gptforge-batch")
         try:
             futures = {threads.submit(extract_batch, batch, pool): batch for batch in batches}
@@ -92,6 +98,10 @@ def ingest(
     cfg: IngestConfig, progress: Progress | None = None, executor: Executor | None = None
 ) -> dict[str, Any]:
     """Run the whole ingestion; returns the manifest it wrote."""
+    if executor is None and cfg.executor != "local":
+        raise ConfigError(
+            "executor", f"{cfg.executor} runs through the ingest flow (gptforge ingest), not here"
+        )
     executor = executor or Executor()
     check_languages(cfg.ocr_lang)
     with locked(cfg.out):
@@ -103,9 +113,13 @@ def ingest(
 
 def open_pool(cfg: IngestConfig, jobs: int) -> WorkerPool:
     """Extraction processes: no more than there are jobs, each batch killed at `file_timeout_s`."""
-    workers = max(1, min(cfg.workers, jobs))
+    return new_pool(max(1, min(cfg.workers, jobs)), cfg.file_timeout_s)
+
+
+def new_pool(workers: int, timeout_s: float, memory_limit: int | None = None) -> WorkerPool:
+    """A pool of extraction processes that run `batched` batches (also one per Dask worker)."""
     return WorkerPool(
-        run_batch, workers, cfg.file_timeout_s, lost_batch, may_queue=lambda b: is_quick(b[0])
+        run_batch, workers, timeout_s, lost_batch, lambda b: is_quick(b[0]), memory_limit
     )
 
 
@@ -140,7 +154,8 @@ def plan(cfg: IngestConfig) -> Plan:
     """Discover, hash and classify every file; answer what the cache already knows.
 
     The first file the cache cannot answer starts the extraction server, so that its start
-    (imports, tokenizer) overlaps the rest of planning; a fully cached run never starts it.
+    (imports, tokenizer) overlaps the rest of planning; a fully cached run never starts it,
+    nor does one whose extraction runs elsewhere (a Dask cluster).
     """
     found = discover(cfg)
     cache = cache_for(cfg)
@@ -178,7 +193,7 @@ def plan(cfg: IngestConfig) -> Plan:
             if meta is not None:
                 apply_result(record, {"status": Status.OK, **meta})
             else:
-                if not work.jobs:
+                if not work.jobs and cfg.executor == "local":
                     start_forkserver()
                 work.jobs.append((len(work.records) - 1, _job(cfg, record, key, cache)))
     return work
@@ -193,7 +208,7 @@ def extract(work: Plan, executor: Executor, progress: Progress | None = None) ->
         progress("extract", done, total)
     batches = batched([job for _, job in work.jobs])
     with (
-        open_pool(work.cfg, total) as pool,
+        executor.pool(work.cfg, total) as pool,
         closing(executor.map_batches(batches, pool)) as completed,
     ):
         for batch, results in completed:
