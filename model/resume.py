@@ -8,8 +8,9 @@ from pathlib import Path
 
 from gptforge.model import checkpoint
 from gptforge.model.data import Dataset
-from gptforge.model.train_config import TrainConfig
+from gptforge.model.train_config import TrainConfig, launched_processes
 from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.errors import RunError
 
 
 def budget_as_planned(cfg: TrainConfig) -> TrainConfig:
@@ -88,12 +89,21 @@ RESUME_MUST_MATCH = ("seed", "batch_size", "grad_accum")
 
 def _check_same_run(directory: Path, saved: dict, cfg: TrainConfig, dataset: Dataset) -> None:
     """An exact resume needs the batches the run would have drawn: same data, seed, batch
-    shape. Different data or batch settings are a new run from these weights: `init_from`."""
+    shape, number of processes. Different data or batch settings are a new run from these
+    weights: `init_from`."""
     if saved.get("dataset_digest") not in (None, dataset.digest):
         raise ConfigError(
             "resume",
             f"checkpoint {directory} was trained on dataset {saved['dataset_digest'][:12]}, "
             f"the data is {dataset.digest[:12]}; use init_from to continue on new data",
+        )
+    processes = launched_processes()
+    if saved.get("world_size", processes) != processes:  # older checkpoints do not say
+        raise RunError(
+            f"checkpoint {directory} was trained by {saved['world_size']} processes, this run "
+            f"has {processes}: a step's batch depends on the number, so an exact resume needs "
+            f"the same (torchrun --nproc_per_node={saved['world_size']}); init_from starts a "
+            "new run from its weights"
         )
     settings = saved.get("settings", {})
     for name in RESUME_MUST_MATCH:

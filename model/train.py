@@ -327,6 +327,7 @@ def _train(
                     "seed": cfg.seed,
                     "dataset_digest": setup.dataset.digest,
                     "precision": precision,
+                    "world_size": world.size,
                     "history": history,
                     "settings": cfg.to_params(),
                 }

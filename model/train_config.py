@@ -96,9 +96,8 @@ class TrainConfig:
             object.__setattr__(self, "size_for_budget", self.time_budget is not None)
         self._derive()
         if self.tokens_per_step is not None:
-            world = int(os.environ.get("WORLD_SIZE", "1"))
             accum = grad_accum_for(
-                self.tokens_per_step, self.batch_size, self.model.block_size, world
+                self.tokens_per_step, self.batch_size, self.model.block_size, launched_processes()
             )
             object.__setattr__(self, "grad_accum", accum)
         if not self.min_lr <= self.learning_rate:
@@ -130,6 +129,12 @@ class TrainConfig:
         params = {k: v for k, v in asdict(self).items() if k not in ("model", "derived")}
         params |= {f"model.{k}": v for k, v in self.model.to_json().items()}
         return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
+
+
+def launched_processes() -> int:
+    """How many processes train together: torchrun's WORLD_SIZE (1 without torchrun), known
+    before the process group is joined."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def grad_accum_for(tokens_per_step: int, batch_size: int, block_size: int, world: int) -> int:

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Install everything gptforge needs into ./.venv (idempotent; a second run takes seconds).
-# System packages (tesseract-ocr, chromium) via apt-get when they are missing.
+# System packages (tesseract-ocr, chromium, postgresql) via apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages: tesseract for OCR, chromium for the real-browser UI test.
+# System packages: tesseract for OCR, chromium for the real-browser UI test, PostgreSQL.
 missing=()
 command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# PostgreSQL's server binaries (Debian keeps them off PATH) for tests/test_postgres.py.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 \
+    || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]} (apt-get)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
