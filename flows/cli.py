@@ -328,10 +328,31 @@ def stream_one(model_ref: str, prompt: str, sweep: dict) -> int:
     return 0
 
 
+def run_review(args: argparse.Namespace) -> int:
+    from gptforge.flows.home import apply_quiet_env
+
+    apply_quiet_env()
+    from gptforge.flows.review import review_flow
+
+    with orchestrator():
+        result = review_flow(**flow_arguments(args, review_flow))
+    for row in result["rows"]:
+        interval = "" if row["ci95_low"] is None else f" [{row['ci95_low']}, {row['ci95_high']}]"
+        mark = "  <- best" if row["best"] else ""
+        print(f"{row['setting']}: {row['ratings']} ratings, mean {row['mean']}{interval}{mark}")
+    if result["recommended"] is not None:
+        print(f"recommended settings of {result['model']}: {result['recommended']}")
+    elif result["best"] is None:
+        print(f"no setting has --min-ratings {args.min_ratings}; nothing to recommend")
+    print(f"MLflow run: {result['mlflow_run_id']}")
+    return 0
+
+
 COMMANDS = {
     "ingest": run_ingest,
     "train": run_train,
     "generate": run_generate,
+    "review": run_review,
     "run": run_pipeline,
     "serve": run_serve,
     "sample": run_sample,

@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 from functools import partial
-from typing import NoReturn
+from typing import NoReturn, get_args
 
+from gptforge.flows.review_settings import SettingsSource
 from gptforge.flows.servers import add_commands as add_server_commands
 from gptforge.flows.settings_cli import add_settings
 from gptforge.model.config import PRESETS, GPTConfig
@@ -71,6 +72,31 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--batch-size", type=int, default=8, help="outputs decoded together")
     gen.add_argument("--out", default=None, help="JSONL file for the generation records")
     gen.add_argument("--experiment", default="gptforge", help="MLflow experiment")
+    gen.add_argument(
+        "--settings",
+        default=get_args(SettingsSource)[0],
+        choices=get_args(SettingsSource),
+        help="recommended: the model version's best-rated sampling settings (gptforge review)",
+    )
+    gen.add_argument(
+        "--traces",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log every output as an MLflow trace with its code scores",
+    )
+
+    rev = commands.add_parser("review", help="human ratings of a model's outputs, per setting")
+    rev.add_argument("--model", required=True, help="the model whose generations were rated")
+    rev.add_argument("--feedback", default="quality", help="the feedback name reviewers used")
+    rev.add_argument(
+        "--min-ratings", type=int, default=2, help="ratings a setting needs to be recommended"
+    )
+    rev.add_argument(
+        "--promote",
+        action="store_true",
+        help="store the best-rated settings on the model version (generate --settings recommended)",
+    )
+    rev.add_argument("--experiment", default="gptforge", help="MLflow experiment")
 
     run = commands.add_parser("run", help="the whole pipeline: ingest -> train -> generate")
     run.add_argument("sources", nargs="+", help="files or directories to read")

@@ -23,7 +23,7 @@ from gptforge.flows.home import apply_quiet_env, gptforge_home, mlflow_uri
 from gptforge.flows.ingest import ingest_flow
 from gptforge.flows.mlflow_names import check_tracking_names
 from gptforge.flows.models import DEFAULT_MODEL_NAME, latest_version, resolve_model
-from gptforge.flows.tracking import DEFAULT_EXPERIMENT, DIGEST_TAG, flow_run_name
+from gptforge.flows.tracking import DEFAULT_EXPERIMENT, DIGEST_TAG, flow_run_name, stage_run
 from gptforge.flows.train import train_flow
 from gptforge.flows.train_settings import GPT_DEFAULTS
 from gptforge.model.config import PresetName, Recipe
@@ -78,72 +78,75 @@ def pipeline_flow(
     # before ingest: the default data path uses the model name
     check_tracking_names(experiment, model_name, promote_alias)
     data = data or str(gptforge_home() / "datasets" / model_name)
-    ingested = ingest_flow(sources=sources, out=data, experiment=experiment)
-    digest = ingested["dataset_digest"]
-    previous = latest_version(model_name)
-    if previous and not force_train and _trained_on(model_name, previous) == digest:
-        message = (
-            f"dataset {digest[:12]} unchanged since {model_name}/{previous} was trained: "
-            "training skipped"
+    # The stages' runs nest under this one (flows/tracking.py: stage_run).
+    with stage_run("pipeline", experiment, run_name=f"pipeline-{model_name}") as pipeline_run:
+        ingested = ingest_flow(sources=sources, out=data, experiment=experiment)
+        digest = ingested["dataset_digest"]
+        previous = latest_version(model_name)
+        if previous and not force_train and _trained_on(model_name, previous) == digest:
+            message = (
+                f"dataset {digest[:12]} unchanged since {model_name}/{previous} was trained: "
+                "training skipped"
+            )
+            logger.info(message)
+            create_markdown_artifact(f"# Pipeline\n\n{message}.", key="pipeline-summary")
+            return {
+                "trained": False,
+                "reason": message,
+                "dataset_digest": digest,
+                "ingest_run_id": ingested["mlflow_run_id"],
+                "model_version": previous,
+                "model_uri": f"models:/{model_name}/{previous}",
+            }
+        init_from = None
+        if continue_training and previous:
+            init_from = str(resolve_model(f"models:/{model_name}/{previous}").checkpoint)
+        trained = train_flow(
+            data=data,
+            preset=preset,
+            model_overrides=model_overrides,
+            recipe=recipe,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            precision=precision,
+            eval_interval=max(1, max_steps // 4),
+            checkpoint_interval=max_steps,
+            init_from=init_from,
+            experiment=experiment,
+            model_name=model_name,
         )
-        logger.info(message)
-        create_markdown_artifact(f"# Pipeline\n\n{message}.", key="pipeline-summary")
-        return {
-            "trained": False,
-            "reason": message,
+        version = trained["model_version"]
+        _tag_version(model_name, version, digest)
+        generated = generate_flow(
+            model=trained["model_uri"],
+            prompts=eval_prompts or DEFAULT_PROMPTS,
+            temperature=eval_temperatures or [0.7, 1.0],
+            max_new_tokens=max_new_tokens,
+            experiment=experiment,
+        )
+        promoted = bool(promote_alias) and _promote(
+            model_name, version, trained["val_loss"], promote_alias, data, digest
+        )
+        summary = {
+            "trained": True,
+            "pipeline_run_id": pipeline_run,
             "dataset_digest": digest,
             "ingest_run_id": ingested["mlflow_run_id"],
-            "model_version": previous,
-            "model_uri": f"models:/{model_name}/{previous}",
+            "train_run_id": trained["mlflow_run_id"],
+            "generate_run_id": generated["mlflow_run_id"],
+            "model_version": version,
+            "model_uri": trained["model_uri"],
+            "val_loss": trained["val_loss"],
+            "promoted": promoted,
+            "alias": promote_alias,
+            "records": generated["records"],
+            "samples": generated["samples"],
         }
-    init_from = None
-    if continue_training and previous:
-        init_from = str(resolve_model(f"models:/{model_name}/{previous}").checkpoint)
-    trained = train_flow(
-        data=data,
-        preset=preset,
-        model_overrides=model_overrides,
-        recipe=recipe,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        precision=precision,
-        eval_interval=max(1, max_steps // 4),
-        checkpoint_interval=max_steps,
-        init_from=init_from,
-        experiment=experiment,
-        model_name=model_name,
-    )
-    version = trained["model_version"]
-    _tag_version(model_name, version, digest)
-    generated = generate_flow(
-        model=trained["model_uri"],
-        prompts=eval_prompts or DEFAULT_PROMPTS,
-        temperature=eval_temperatures or [0.7, 1.0],
-        max_new_tokens=max_new_tokens,
-        experiment=experiment,
-    )
-    promoted = bool(promote_alias) and _promote(
-        model_name, version, trained["val_loss"], promote_alias, data, digest
-    )
-    summary = {
-        "trained": True,
-        "dataset_digest": digest,
-        "ingest_run_id": ingested["mlflow_run_id"],
-        "train_run_id": trained["mlflow_run_id"],
-        "generate_run_id": generated["mlflow_run_id"],
-        "model_version": version,
-        "model_uri": trained["model_uri"],
-        "val_loss": trained["val_loss"],
-        "promoted": promoted,
-        "alias": promote_alias,
-        "records": generated["records"],
-        "samples": generated["samples"],
-    }
-    create_markdown_artifact(_summary_markdown(summary), key="pipeline-summary")
-    stages = ("ingest", "train", "generate")
-    runs = [{"stage": stage, "MLflow run": summary[f"{stage}_run_id"]} for stage in stages]
-    create_table_artifact(runs, key="pipeline-runs")
-    return summary
+        create_markdown_artifact(_summary_markdown(summary), key="pipeline-summary")
+        stages = ("ingest", "train", "generate")
+        runs = [{"stage": stage, "MLflow run": summary[f"{stage}_run_id"]} for stage in stages]
+        create_table_artifact(runs, key="pipeline-runs")
+        return summary
 
 
 def _trained_on(name: str, version: str) -> str | None:

@@ -14,16 +14,25 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from gptforge.flows.generation_runs import log_setting_runs
 from gptforge.flows.home import gptforge_home
 from gptforge.flows.mlflow_names import check_tracking_names
 from gptforge.flows.models import ModelRef, resolve_model
 from gptforge.flows.plots import plot_diversity
 from gptforge.flows.progress import report
-from gptforge.flows.tracking import DEFAULT_EXPERIMENT, flow_run_name, run_link, stage_run
+from gptforge.flows.review import recommended_settings
+from gptforge.flows.review_settings import SettingsSource
+from gptforge.flows.tracking import (
+    DEFAULT_EXPERIMENT,
+    GENAI_KIND,
+    flow_run_name,
+    generations_experiment,
+    run_link,
+    stage_run,
+)
 from gptforge.flows.train import MODEL_VERSION_TAG
 from gptforge.model.checkpoint import CONFIG, load_model
 from gptforge.model.config import GPTConfig
-from gptforge.model.diversity import diversity
 from gptforge.model.generate import Generation, generate, validate_job, validate_prompts
 from gptforge.model.generation_job import (
     Prompt,
@@ -135,6 +144,8 @@ def generate_flow(
     num_return_sequences: int = 1,
     batch_size: int = 8,
     seed: int = DEFAULTS.seed,
+    settings: SettingsSource = "given",
+    traces: bool = True,
     out: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
 ) -> dict[str, Any]:
@@ -156,13 +167,19 @@ def generate_flow(
         num_return_sequences: completions per prompt and setting.
         batch_size: sequences decoded together.
         seed: each output's randomness depends only on (seed, prompt, sample index).
+        settings: given (the sampling settings above) or recommended (the model version's
+            best-rated ones, stored by `review --promote`; they replace do_sample,
+            temperature, top_k, top_p and repetition_penalty).
+        traces: log every output as an MLflow trace with its code scores.
         out: JSONL file for the records (default: under GPTFORGE_HOME/generations/).
-        experiment: MLflow experiment.
+        experiment: the project's MLflow experiment; the job, its traces and its per-setting
+            runs go to <experiment>-generations.
     """
     logger = get_run_logger()
     check_tracking_names(experiment)
     out_path = check_output("out", out, file=True) if out is not None else _default_out()
     job = load_prompts(prompts, prompts_file)
+    validate_job(num_return_sequences, batch_size)
     sweep = {
         "temperature": temperature,
         "top_k": top_k,
@@ -173,16 +190,21 @@ def generate_flow(
         "stop": tuple(stop or ()),
         "seed": seed,
     }
+    ref = resolve_model(model) if settings == "recommended" else None
+    if ref is not None:
+        recommended = recommended_settings(ref)
+        logger.info("%s's recommended settings: %s", ref.label, recommended)
+        sweep |= recommended
     grid = sampling_grid(sweep)
-    for settings in grid:
+    for point in grid:
         for prompt in job:
-            with_overrides(settings, prompt.overrides)
-    validate_job(num_return_sequences, batch_size)
-    ref = resolve_model(model)
+            with_overrides(point, prompt.overrides)
+    ref = ref or resolve_model(model)
     config = GPTConfig.load(ref.checkpoint / CONFIG)
     validate_prompts([encode(p.text) for p in job], config.block_size, config.vocab_size)
     logger.info("%d prompts x %d settings with %s", len(job), len(grid), ref.label)
-    with stage_run("generate", experiment, run_name=f"generate-{ref.label}") as run_id:
+    name = f"generate-{ref.label}"
+    with stage_run("generate", generations_experiment(experiment), name, kind=GENAI_KIND) as run_id:
         mlflow.log_params(
             {
                 "model": ref.uri,
@@ -193,6 +215,7 @@ def generate_flow(
                 "num_return_sequences": num_return_sequences,
                 "batch_size": batch_size,
                 "settings_in_grid": len(grid),
+                "settings": settings,
             }
         )
         mlflow.set_tags(_model_tags(ref))
@@ -202,9 +225,7 @@ def generate_flow(
         _write_jsonl(out_path, records)
         mlflow.log_artifact(str(out_path))
         mlflow.log_table(_table(records), artifact_file=TABLE_FILE)
-        by_setting = _metrics_by_setting(records, grid, seconds)
-        for label, metrics in by_setting.items():
-            mlflow.log_metrics({f"{k}.{label}": v for k, v in metrics.items()})
+        by_setting = log_setting_runs(records, grid, seconds, ref, traces)
         mlflow.log_metrics(
             {
                 "outputs": len(records),
@@ -267,23 +288,6 @@ def _record(
         "tokens_per_second": round(out.tokens_per_second, 2),
         "completion_token_ids": out.tokens,
     }
-
-
-def _metrics_by_setting(
-    records: list[dict[str, Any]], grid: list[SamplingConfig], seconds: list[float]
-) -> dict[str, dict[str, float]]:
-    """Per grid point, over all its outputs (prompts with overrides included): new tokens per
-    wall-clock second of the grid point, mean completion length, diversity."""
-    metrics = {}
-    for index, settings in enumerate(grid):
-        completions = [r["completion_token_ids"] for r in records if r["setting_index"] == index]
-        tokens = sum(map(len, completions))
-        metrics[setting_label(settings)] = {
-            "mean_completion_tokens": tokens / max(1, len(completions)),
-            "tokens_per_s": tokens / max(seconds[index], 1e-9),
-            **diversity(completions),
-        }
-    return metrics
 
 
 def _table(records: list[dict[str, Any]]) -> dict[str, list]:

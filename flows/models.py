@@ -30,6 +30,7 @@ DEFAULT_MODEL_NAME = "gptforge"
 MODEL_ARTIFACT = "model"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 TRAIN_RUN_TAG = "gptforge.train_run_id"
+JOB_PARAMS = {"num_return_sequences": 1}  # what predict takes besides SamplingConfig's fields
 
 
 @dataclass(frozen=True)
@@ -71,18 +72,23 @@ def register_checkpoint(checkpoint: Path, name: str, dataset_digest: str) -> str
 
 
 def model_signature() -> ModelSignature:
-    """Prompts in, completions out, and every sampling setting as a parameter whose default is
-    `SamplingConfig`'s, so `mlflow models serve` and `predict(params=...)` take them by name."""
+    """Prompts in, completions out, and every sampling setting (plus `num_return_sequences`)
+    as a parameter whose default is `SamplingConfig`'s, so `mlflow models serve` and
+    `predict(params=...)` take them by name. Scalar settings may also come per row, as
+    optional input columns of the same names (empty cells: the params' value)."""
     kinds = {bool: "boolean", int: "long", float: "double", str: "string"}
-    params = []
-    for name, value in SamplingConfig().to_json().items():
+    params, columns = [], [ColSpec("string", "prompt")]
+    for name, value in (SamplingConfig().to_json() | JOB_PARAMS).items():
         if isinstance(value, list):
             item = kinds[type(value[0])] if value else "string"
             params.append(ParamSpec(name, item, value, shape=(-1,)))
         else:
             params.append(ParamSpec(name, kinds[type(value)], value))
+            if name not in JOB_PARAMS:  # integer columns as doubles: a row may leave one out
+                column = "double" if type(value) is int else kinds[type(value)]
+                columns.append(ColSpec(column, name, required=False))
     return ModelSignature(
-        inputs=Schema([ColSpec("string", "prompt")]),
+        inputs=Schema(columns),
         outputs=Schema([ColSpec("string", "completion")]),
         params=ParamSchema(params),
     )

@@ -17,18 +17,34 @@ from gptforge.flows.home import apply_quiet_env, gptforge_home, mlflow_artifact_
 DEFAULT_EXPERIMENT = "gptforge"
 STAGE_TAG = "gptforge.stage"
 DIGEST_TAG = "gptforge.dataset_digest"
+PREFECT_RUN_TAG = "gptforge.prefect_flow_run"
+# Which view the MLflow UI opens an experiment in (docs/generation.md, "Two experiments"):
+# ingest and training runs are model development; generation review is GenAI.
+KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+GENAI_KIND = "genai_development"
+GENERATIONS_SUFFIX = "-generations"
 
 
-def use_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
-    """Point MLflow at our store and make sure the experiment exists; returns its id."""
+def use_experiment(name: str = DEFAULT_EXPERIMENT, kind: str = TRAINING_KIND) -> str:
+    """Point MLflow at our store and make sure the experiment exists, of `kind`; returns
+    its id. A kind someone chose in the UI is kept."""
     apply_quiet_env()
     mlflow.set_tracking_uri(mlflow_uri())
     # Concurrent first uses of one SQLite store would race on its schema and the experiment.
     with file_lock(gptforge_home() / "mlflow.lock"):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
-            return mlflow.create_experiment(name, artifact_location=mlflow_artifact_root(name))
+            artifacts = mlflow_artifact_root(name)
+            return mlflow.create_experiment(name, artifacts, tags={KIND_TAG: kind})
+        if KIND_TAG not in experiment.tags:
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, KIND_TAG, kind)
     return experiment.experiment_id
+
+
+def generations_experiment(experiment: str) -> str:
+    """Where a project's generation jobs, traces and reviews go: `<experiment>-generations`."""
+    return experiment + GENERATIONS_SUFFIX
 
 
 def flow_run_name(stage: str, *parts: str) -> Callable[[], str]:
@@ -46,22 +62,43 @@ def flow_run_name(stage: str, *parts: str) -> Callable[[], str]:
 
 @contextmanager
 def stage_run(
-    stage: str, experiment: str, run_name: str | None = None, run_id: str | None = None
+    stage: str,
+    experiment: str,
+    run_name: str | None = None,
+    run_id: str | None = None,
+    kind: str = TRAINING_KIND,
 ) -> Iterator[str]:
     """An MLflow run tagged with its stage (`run_id`: continue that one); yields the run id.
-    A run stopped by the user ends KILLED, one that failed FAILED."""
-    experiment_id = use_experiment(experiment)
+    Started inside another run (a pipeline's), it is nested under it. A run stopped by the
+    user ends KILLED, one that failed FAILED."""
+    experiment_id = use_experiment(experiment, kind)
+    nested = mlflow.active_run() is not None
     if run_id:
-        run = mlflow.start_run(run_id=run_id)
+        run = mlflow.start_run(run_id=run_id, nested=nested)
     else:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested)
     try:
-        mlflow.set_tag(STAGE_TAG, stage)
+        mlflow.set_tags({STAGE_TAG: stage, **prefect_source_tags()})
         yield run.info.run_id
     except BaseException as exc:
         mlflow.end_run("KILLED" if stopped_by_user(exc) else "FAILED")
         raise
     mlflow.end_run()
+
+
+def prefect_source_tags() -> dict[str, str]:
+    """Inside a Prefect flow run: the run's Source is that flow run (its UI page when a
+    Prefect server is up), not the `engine.py` that MLflow would otherwise name."""
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return {}
+    where = flow_run.ui_url or f"prefect flow run {flow_run.name} ({flow_run.id})"
+    return {
+        "mlflow.source.name": where,
+        "mlflow.source.type": "JOB",
+        PREFECT_RUN_TAG: where,
+    }
 
 
 def stopped_by_user(exc: BaseException) -> bool:

@@ -83,15 +83,20 @@ def test_a_sweep_writes_records_table_params_tags_and_metrics(
     assert run.data.tags[TRAIN_RUN_TAG] == registered["run_id"]
     assert run.data.tags[MODEL_URI_TAG] == registered["uri"]
     assert run.data.params["temperature"] == "[0.5, 1.0]" and run.data.params["top_k"] == "20"
-    for label in ("t0.5-k20-p0.95-r1", "t1-k20-p0.95-r1"):
-        for metric in (
+    children = mlflow.search_runs(
+        [run.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+        output_format="list",
+    )
+    assert {c.data.params["setting"] for c in children} == {"t0.5-k20-p0.95-r1", "t1-k20-p0.95-r1"}
+    for child in children:  # one run per setting, plain metric names (docs/generation.md)
+        assert {
             "distinct_1",
             "distinct_2",
             "repeated_3gram_rate",
             "tokens_per_s",
             "mean_completion_tokens",
-        ):
-            assert f"{metric}.{label}" in run.data.metrics
+        } <= set(child.data.metrics)
     table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/generations.json")
     assert len(table["data"]) == len(records)
     assert set(SETTINGS) | {"prompt", "completion", "finish_reason"} <= set(table["columns"])

@@ -59,6 +59,8 @@ def test_schedule_day_trains_skips_then_retrains(prefect, tmp_path: Path) -> Non
     assert train.data.tags[DIGEST_TAG] == ingest.data.tags[DIGEST_TAG] == first["dataset_digest"]
     assert generate.data.tags[TRAIN_RUN_TAG] == train.info.run_id
     assert generate.data.tags[MODEL_VERSION_TAG] == "pipeline-test/1"
+    for stage in (ingest, train, generate):  # nested under the pipeline's run
+        assert stage.data.tags["mlflow.parentRunId"] == first["pipeline_run_id"]
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("pipeline-test", "champion").version) == "1"
     assert (

@@ -11,7 +11,7 @@ import pytest
 
 from gptforge.flows.cli import build_parser
 from gptforge.flows.generate import generate_flow
-from gptforge.flows.models import model_signature
+from gptforge.flows.models import JOB_PARAMS, model_signature
 from gptforge.model.config import GPTConfig
 from gptforge.model.sampling_config import SamplingConfig
 from gptforge.model.train_config import TrainConfig
@@ -42,7 +42,8 @@ def test_the_registered_models_predict_samples_as_the_cli_does() -> None:
     """What drifted before: the CLI sampled with T=0.8/top-k 50/top-p 0.95, `predict` with
     1.0/0/1.0. Both now read SamplingConfig's defaults."""
     assert (LIBRARY.temperature, LIBRARY.top_k, LIBRARY.top_p) == (0.8, 50, 0.95)
-    assert {p.name for p in model_signature().params} == {f.name for f in fields(SamplingConfig)}
+    names = {f.name for f in fields(SamplingConfig)} | set(JOB_PARAMS)
+    assert {p.name for p in model_signature().params} == names
 
 
 def test_gptforge_version() -> None:
