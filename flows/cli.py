@@ -18,6 +18,7 @@ from gptforge.flows.home import use_home
 from gptforge.flows.metric_sender import TrackingUnavailable
 from gptforge.flows.mlflow_names import check_tracking_names
 from gptforge.flows.progress import ProgressBar, set_progress_sink
+from gptforge.flows.run_link import announced
 from gptforge.flows.servers import ServerError, use_running_servers
 from gptforge.model.interrupt import Terminated, TrainingInterrupted, raise_on_sigterm
 from gptforge.model.sampling_config import SWEEPABLE, SamplingConfig
@@ -125,7 +126,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         )
     with orchestrator(), ProgressBar() as bar:
         set_progress_sink(bar.update)
-        result = ingest_flow(**flow_arguments(args, ingest_flow))
+        result = announced(ingest_flow)(**flow_arguments(args, ingest_flow))
         set_progress_sink(None)
     for line in summary_lines(load_manifest(cfg.out), result["manifest"]):
         print(line)
@@ -155,7 +156,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     with orchestrator(), ProgressBar(unit="step") as bar:
         set_progress_sink(bar.update)
-        result = train_flow(**flow_arguments(args, train_flow))
+        result = announced(train_flow)(**flow_arguments(args, train_flow))
         set_progress_sink(None)
     val = result["val_loss"]
     print(f"MLflow run: {result['mlflow_run_id']}")
@@ -202,7 +203,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     with orchestrator(), ProgressBar(unit="item") as bar:
         set_progress_sink(bar.update)
-        result = pipeline_flow(**flow_arguments(args, pipeline_flow))
+        result = announced(pipeline_flow)(**flow_arguments(args, pipeline_flow))
         set_progress_sink(None)
     print(f"dataset digest: {result['dataset_digest'][:16]}")
     if not result["trained"]:
@@ -297,7 +298,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     with orchestrator(), ProgressBar(unit="output") as bar:
         set_progress_sink(bar.update)
-        result = generate_flow(**flow_arguments(args, generate_flow))
+        result = announced(generate_flow)(**flow_arguments(args, generate_flow))
         set_progress_sink(None)
     for label, metrics in result["metrics"].items():
         shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items())

@@ -128,8 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--experiment", default="gptforge", help="MLflow experiment")
 
     srv = commands.add_parser("serve", help="serve the flows as Prefect deployments")
-    srv.add_argument("--retrain-cron", default=None, help='e.g. "0 3 * * *" (off by default)')
+    srv.add_argument(
+        "--retrain-on-change",
+        action="store_true",
+        help="a changed dataset starts train, a version it registers starts generate",
+    )
+    srv.add_argument(
+        "--retrain-cron",
+        default=None,
+        help='re-ingest --sources on this schedule, e.g. "0 3 * * *"; implies --retrain-on-change',
+    )
     _list(srv, "--sources", "DIR", "folders the schedule re-ingests")
+    srv.add_argument(
+        "--data", default=None, help="dataset the schedule writes; None: <home>/datasets/gptforge"
+    )
     srv.add_argument("--limit", type=int, default=1, help="flow runs at once")
 
     add_server_commands(commands)

@@ -123,10 +123,14 @@ def last_ingest(experiment: str, out: Path) -> tuple[str, str] | None:
     return (runs[0].info.run_id, runs[0].data.tags.get(DIGEST_TAG, "")) if runs else None
 
 
-def emit_dataset_event(out: Path, manifest: dict[str, Any], run_id: str, changed: bool) -> None:
+def emit_dataset_event(
+    out: Path, manifest: dict[str, Any], run_id: str, changed: bool, experiment: str
+) -> None:
     """`gptforge.dataset.changed` when the digest differs from the last ingest into `out`
     (or there was none), else `gptforge.dataset.unchanged`: what deployment triggers and
-    automations react to (retrain on new documents, not on every scheduled re-ingest)."""
+    automations react to (retrain on new documents, not on every scheduled re-ingest). The
+    directory is absolute: the flow run it starts may run elsewhere (`gptforge serve`)."""
+    out = out.resolve()
     emit_event(
         event=f"gptforge.dataset.{'changed' if changed else 'unchanged'}",
         resource={
@@ -141,6 +145,7 @@ def emit_dataset_event(out: Path, manifest: dict[str, Any], run_id: str, changed
             "dataset_digest": manifest["dataset_digest"],
             "tokens": {split: info["tokens"] for split, info in manifest["splits"].items()},
             "mlflow_run_id": run_id,
+            "experiment": experiment,
         },
     )
 
@@ -215,7 +220,7 @@ def ingest_flow(
     run_id = record_ingest(cfg, quote(manifest), experiment) if changed else previous[0]
     if not changed:  # a no-op re-ingest: the run that recorded this dataset says when
         MlflowClient().set_tag(run_id, REINGESTED_TAG, datetime.now(UTC).isoformat())
-    emit_dataset_event(cfg.out, manifest, run_id, changed)
+    emit_dataset_event(cfg.out, manifest, run_id, changed, experiment)
     logger.info("MLflow run %s, dataset digest %s", run_id, digest)
     return {
         "manifest": manifest_path,

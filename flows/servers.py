@@ -80,11 +80,15 @@ def up(
 
 
 def down(home: Path | None = None, timeout: float = 20.0) -> list[str]:
-    """Stop the process groups recorded in servers.json (TERM, then KILL); returns the names
-    stopped. The embedded Prefect server is one of them when it is running."""
+    """Stop the home's `gptforge serve` (it would retry a dead server), then the process
+    groups recorded in servers.json (TERM, then KILL); returns the names stopped. The
+    embedded Prefect server is one of them when it is running."""
+    from gptforge.flows import serve_process
+
     home = Path(home) if home else gptforge_home()
+    stopped = ["serve"] if serve_process.stop(home) else []
     servers = read_state(home)
-    stopped = [
+    stopped += [
         n for n, info in servers.items() if is_alive(info) and _stop_group(info["pid"], timeout)
     ]
     (home / STATE_FILE).unlink(missing_ok=True)
@@ -359,7 +363,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     start.add_argument("--prefect-port", type=int, default=DEFAULT_PORTS["prefect"])
     start.add_argument("--mlflow-port", type=int, default=DEFAULT_PORTS["mlflow"])
     start.set_defaults(handler=run_up)
-    stop = subparsers.add_parser("down", help="stop the servers `up` started")
+    stop = subparsers.add_parser("down", help="stop the servers `up` started, and serve")
     stop.set_defaults(handler=run_down)
     show = subparsers.add_parser("status", help="show the local servers")
     show.set_defaults(handler=run_status)

@@ -28,6 +28,7 @@ from gptforge.flows.tracking import (
     stage_run,
 )
 from gptforge.flows.train_settings import GPT_DEFAULTS, train_config
+from gptforge.flows.triggers import emit_model_registered
 from gptforge.model.checkpoint import CONFIG, TRAINER_STATE, read_trainer_state
 from gptforge.model.config import PresetName, Recipe
 from gptforge.model.resume import schedule_change
@@ -210,6 +211,7 @@ def train_flow(
     }
     create_table_artifact(_summary_rows(summary, link), key="training-summary")
     logger.info("registered %s; MLflow %s", summary["model_uri"], link)
+    emit_model_registered(summary, cfg.data_dir.resolve(), experiment)  # the evaluation trigger
     return summary
 
 

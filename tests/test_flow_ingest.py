@@ -99,11 +99,12 @@ def test_a_reingest_says_whether_the_dataset_changed_and_records_a_no_op_once(
         return event
 
     monkeypatch.setattr(ingest_module, "emit_event", recording)
+    monkeypatch.chdir(tmp_path)  # a relative --out: the event names the absolute directory
     out = tmp_path / "data"
-    first = ingest_flow(sources=[str(docs)], out=str(out), val_fraction=0.0)
-    again = ingest_flow(sources=[str(docs)], out=str(out), val_fraction=0.0)
+    first = ingest_flow(sources=[str(docs)], out="data", val_fraction=0.0)
+    again = ingest_flow(sources=[str(docs)], out="data", val_fraction=0.0)
     (docs / "new.txt").write_text("A new document about tokenizers. " * 50)
-    grown = ingest_flow(sources=[str(docs)], out=str(out), val_fraction=0.0)
+    grown = ingest_flow(sources=[str(docs)], out="data", val_fraction=0.0)
     assert (first["changed"], again["changed"], grown["changed"]) == (True, False, True)
     assert again["mlflow_run_id"] == first["mlflow_run_id"] != grown["mlflow_run_id"]
     mlflow.set_tracking_uri(mlflow_uri())
@@ -115,6 +116,8 @@ def test_a_reingest_says_whether_the_dataset_changed_and_records_a_no_op_once(
         "gptforge.dataset.changed",
     ]
     assert {e.resource.id for e in emitted} == {f"gptforge.dataset.{out}"}
+    assert {e.payload["directory"] for e in emitted} == {str(out)}
+    assert {e.payload["experiment"] for e in emitted} == {"gptforge"}
     assert emitted[2].payload["dataset_digest"] == grown["dataset_digest"]
     assert emitted[2].payload["mlflow_run_id"] == grown["mlflow_run_id"]
     assert emitted[1].payload["mlflow_run_id"] == first["mlflow_run_id"]

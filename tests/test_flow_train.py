@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -10,8 +11,10 @@ import torch
 from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.events import Event, emit_event
 from safetensors.torch import load_file
 
+from gptforge.flows import triggers
 from gptforge.flows.cli import main, parse_overrides
 from gptforge.flows.home import mlflow_uri
 from gptforge.flows.models import resolve_model
@@ -28,8 +31,15 @@ MICRO = {"block_size": 32, "n_layer": 1, "n_head": 2, "n_embd": 32}
 
 
 def test_flow_tracks_the_run_and_registers_a_loadable_model(
-    prefect, token_data: Path, tmp_path: Path
+    prefect, token_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    emitted: list[Event] = []  # read as emitted: the session's events worker may be stale
+
+    def recording(**kwargs: Any) -> Event | None:
+        emitted.append(emit_event(**kwargs))
+        return emitted[-1]
+
+    monkeypatch.setattr(triggers, "emit_event", recording)
     result = train_flow(
         data=str(token_data),
         out=str(tmp_path / "run"),
@@ -80,6 +90,13 @@ def test_flow_tracks_the_run_and_registers_a_loadable_model(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[progress.flow_run_id]))
         )
     assert flow_run.name == "train-run", "named like the MLflow run: stage and output folder"
+
+    (event,) = emitted  # what the evaluation trigger of `serve --retrain-on-change` runs on
+    assert event.event == "gptforge.model.registered"
+    assert event.payload["model_uri"] == result["model_uri"] == "models:/flow-test/1"
+    assert event.payload["experiment"] == "gptforge"
+    assert event.payload["data"] == str(token_data.resolve())
+    assert event.resource.id == "gptforge.model.flow-test/1"
 
 
 def test_unknown_model_references_are_config_errors(prefect, tmp_path: Path) -> None:
