@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, dump_dom, screenshot, visible_text
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -152,6 +153,13 @@ def test_a_changed_dataset_trains_and_the_new_version_is_evaluated(
             "experiment": "gptforge",
             **EVALUATION,
         }
+        if CHROMIUM.exists():  # the chain in the UI (GPTFORGE_SCREENSHOTS=docs/img keeps them)
+            ui = api_url(user_env).removesuffix("/api")
+            feed = visible_text(dump_dom(f"{ui}/events", budget_ms=20000))
+            assert "Deployment gptforge-generate Automation evaluate a retrained model" in feed
+            shots = Path(os.environ.get("GPTFORGE_SCREENSHOTS", tmp_path))
+            screenshot(f"{ui}/automations", shots / "prefect-automations.png", budget_ms=20000)
+            screenshot(f"{ui}/events", shots / "prefect-events.png", budget_ms=20000)
         down = gptforge("down", env=user_env)
         assert down.stdout.strip() == "stopped: serve, prefect", down.stdout + down.stderr
         assert serve.wait(timeout=10) == 0
