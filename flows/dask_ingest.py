@@ -2,9 +2,9 @@
 
 The batches go through Prefect's Dask task runner (`prefect-dask`); on each Dask worker they
 run in that worker's own pool of extraction processes (one per worker thread), which write
-to the extraction cache under the dataset directory. Every worker must see the sources and
-the dataset directory at the same paths (one machine, or shared storage). Planning and
-assembly stay in the process that runs the flow.
+to the extraction cache under the dataset directory.
+Every worker must see the sources and the dataset directory at the same paths (one machine,
+or shared storage). Planning and assembly stay in the process that runs the flow.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from urllib.parse import urlsplit
 
 import dask
@@ -30,7 +30,7 @@ from gptforge.pipeline.ingest import Batch, extract_batch, new_pool
 from gptforge.pipeline.workers import MIN_WORKER_MEMORY, WORKER_MEMORY_SHARE, WorkerPool
 
 CONNECT_TIMEOUT_S = 10.0
-# This Dask worker process's extraction pools, one per ingest that sent it batches.
+# A worker process's extraction pools, one per ingest that sent it batches.
 _pools: dict[str, WorkerPool] = {}
 _pools_lock = threading.Lock()
 
@@ -74,8 +74,9 @@ class DaskExecutor(PrefectExecutor):
                     results = future.result()
                     future.wrapped_future.release()
                     yield futures[future], results
-            finally:
-                runner.client.run(close_pools, self.ingest_id)
+            finally:  # a lost scheduler or worker takes its pools with it
+                with suppress(OSError, TimeoutError):
+                    runner.client.run(close_pools, self.ingest_id)
 
 
 def check_scheduler(executor: str) -> None:
@@ -100,15 +101,11 @@ def check_workers(client: distributed.Client) -> None:
         client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
     except TimeoutError as exc:
         raise RunError(f"the Dask scheduler at {client.scheduler.address} has no workers") from exc
-    if daemons := sorted(w for w, daemon in client.run(_is_daemon).items() if daemon):
+    if daemons := sorted(w for w, daemon in client.run(is_daemon).items() if daemon):
         raise RunError(
             f"Dask workers {', '.join(daemons)} run as daemon processes, which cannot start "
             "extraction processes; start them with DASK_DISTRIBUTED__WORKER__DAEMON=False"
         )
-
-
-def _is_daemon() -> bool:
-    return multiprocessing.current_process().daemon
 
 
 def task_runner(cfg: IngestConfig) -> DaskTaskRunner:
@@ -144,12 +141,17 @@ def extract_on_worker(batch: Batch, ingest_id: str, file_timeout_s: float) -> li
     return extract_batch(batch, pool)
 
 
-extract_on_worker_task = task(extract_on_worker, name="extract-batch", **RETRIED)
-
-
 def close_pools(ingest_id: str) -> None:
     """Run on every worker when an ingest ends: its extraction processes stop with it."""
     with _pools_lock:
         pool = _pools.pop(ingest_id, None)
     if pool is not None:
         pool.close()
+
+
+def is_daemon() -> bool:
+    """Daemon processes may not have children (multiprocessing refuses to start them)."""
+    return multiprocessing.current_process().daemon
+
+
+extract_on_worker_task = task(extract_on_worker, name="extract-batch", **RETRIED)
