@@ -13,7 +13,7 @@ from gptforge.flows.review_settings import SettingsSource
 from gptforge.flows.servers import add_commands as add_server_commands
 from gptforge.flows.settings_cli import add_settings
 from gptforge.model.config import PRESETS, GPTConfig
-from gptforge.model.sampling_config import SWEEPABLE, SamplingConfig
+from gptforge.model.sampling_config import SWEEPABLE, Batching, SamplingConfig
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import ConfigError, IngestConfig
 
@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     _list(gen, "--stop", "TEXT", "end an output when it produces this text")
     gen.add_argument("--num-return-sequences", type=int, default=1, help="outputs per prompt")
     gen.add_argument("--batch-size", type=int, default=8, help="outputs decoded together")
+    gen.add_argument(
+        "--batching",
+        default=get_args(Batching)[0],
+        choices=get_args(Batching),
+        help="continuous: a finished output's slot is refilled at once; static: whole batches",
+    )
     gen.add_argument("--out", default=None, help="JSONL file for the generation records")
     gen.add_argument("--experiment", default="gptforge", help="MLflow experiment")
     gen.add_argument(

@@ -33,7 +33,7 @@ from gptforge.flows.tracking import (
 from gptforge.flows.train import MODEL_VERSION_TAG
 from gptforge.model.checkpoint import CONFIG, load_model
 from gptforge.model.config import GPTConfig
-from gptforge.model.generate import Generation, generate, validate_job, validate_prompts
+from gptforge.model.generate import Generation, stream, validate_job, validate_prompts
 from gptforge.model.generation_job import (
     Prompt,
     load_prompts,
@@ -41,7 +41,7 @@ from gptforge.model.generation_job import (
     setting_label,
     with_overrides,
 )
-from gptforge.model.sampling_config import SamplingConfig
+from gptforge.model.sampling_config import Batching, SamplingConfig
 from gptforge.pipeline.atomic import atomic_open
 from gptforge.pipeline.settings import check_output
 from gptforge.pipeline.tokenizer import decode, encode
@@ -59,17 +59,21 @@ def generate_task(
     grid: list[SamplingConfig],
     num_return_sequences: int,
     batch_size: int,
+    batching: Batching,
     out_path: Path,
 ) -> tuple[list[dict[str, Any]], list[float]]:
-    """Run every (setting, prompt) pair, batching prompts that share effective settings.
+    """Run every (setting, prompt) pair of the job in one decoding loop.
 
-    Returns the records and each grid point's wall-clock seconds. A prompt keeps its index in
-    the job whatever group it is batched in, so its text does not depend on other prompts'
-    overrides. Stopped early (Ctrl-C, SIGTERM, an error), it writes the records finished so
-    far to `out_path` before the stop goes on."""
+    Returns the records and, per grid point, the seconds its outputs spent in their slots.
+    Every output shares the batch whatever its settings (sweep values, per-prompt
+    overrides) and keeps its prompt's index in the job, so its text depends only on (seed,
+    prompt index, sample index). Stopped early (Ctrl-C, SIGTERM, an error), it writes the
+    records finished so far to `out_path` before the stop goes on."""
     records: list[dict[str, Any]] = []
     try:
-        return _generate_all(ref, prompts, grid, num_return_sequences, batch_size, records)
+        return _generate_all(
+            ref, prompts, grid, num_return_sequences, batch_size, batching, records
+        )
     except BaseException:
         _write_jsonl(out_path, sorted(records, key=_record_order))
         raise
@@ -81,36 +85,37 @@ def _generate_all(
     grid: list[SamplingConfig],
     num_return_sequences: int,
     batch_size: int,
+    batching: Batching,
     records: list[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], list[float]]:
     device, autocast = inference_device()
     model = load_model(ref.checkpoint, device)
     tokens = [encode(p.text) for p in prompts]
-    done, total = 0, len(grid) * len(prompts) * num_return_sequences
-    seconds = []
-    for setting_index, base in enumerate(grid):
-        started = time.perf_counter()
-        groups: dict[SamplingConfig, list[int]] = {}
-        for i, prompt in enumerate(prompts):
-            groups.setdefault(with_overrides(base, prompt.overrides), []).append(i)
-        for settings, indices in groups.items():
-            outputs = generate(
-                model,
-                [tokens[i] for i in indices],
-                settings,
-                num_return_sequences=num_return_sequences,
-                batch_size=batch_size,
-                decode=decode,
-                device=device,
-                autocast_dtype=autocast,
-                prompt_indices=indices,
-            )
-            for out in outputs:
-                text = prompts[out.prompt_index].text
-                records.append(_record(text, out, settings, setting_index, ref))
-            done += len(outputs)
-            report("generate", done, total)
-        seconds.append(time.perf_counter() - started)
+    # One request per (grid point, prompt); request r is grid point r // len(prompts).
+    settings = [with_overrides(base, p.overrides) for base in grid for p in prompts]
+    outputs = stream(
+        model,
+        tokens * len(grid),
+        settings,
+        num_return_sequences=num_return_sequences,
+        batch_size=batch_size,
+        batching=batching,
+        decode=decode,
+        device=device,
+        autocast_dtype=autocast,
+        text_events=False,
+        prompt_indices=list(range(len(prompts))) * len(grid),
+    )
+    seconds = [0.0] * len(grid)
+    total = len(settings) * num_return_sequences
+    for out in outputs:
+        if not isinstance(out, Generation):
+            continue
+        setting_index = out.request_index // len(prompts)
+        text = prompts[out.prompt_index].text
+        records.append(_record(text, out, settings[out.request_index], setting_index, ref))
+        seconds[setting_index] += out.seconds
+        report("generate", len(records), total)
     records.sort(key=_record_order)
     return records, seconds
 
@@ -143,6 +148,7 @@ def generate_flow(
     stop: list[str] | None = None,
     num_return_sequences: int = 1,
     batch_size: int = 8,
+    batching: Batching = "continuous",
     seed: int = DEFAULTS.seed,
     settings: SettingsSource = "given",
     traces: bool = True,
@@ -165,7 +171,9 @@ def generate_flow(
         do_sample: false = greedy decoding.
         stop: strings that end a completion (not included in it).
         num_return_sequences: completions per prompt and setting.
-        batch_size: sequences decoded together.
+        batch_size: outputs decoded together (the decoder's slots).
+        batching: continuous (a finished output's slot is refilled at the next step) or
+            static (a batch runs until its last output ends).
         seed: each output's randomness depends only on (seed, prompt, sample index).
         settings: given (the sampling settings above) or recommended (the model version's
             best-rated ones, stored by `review --promote`; they replace do_sample,
@@ -179,7 +187,7 @@ def generate_flow(
     check_tracking_names(experiment)
     out_path = check_output("out", out, file=True) if out is not None else _default_out()
     job = load_prompts(prompts, prompts_file)
-    validate_job(num_return_sequences, batch_size)
+    validate_job(num_return_sequences, batch_size, batching)
     sweep = {
         "temperature": temperature,
         "top_k": top_k,
@@ -214,13 +222,16 @@ def generate_flow(
                 "stop": json.dumps(stop or []),
                 "num_return_sequences": num_return_sequences,
                 "batch_size": batch_size,
+                "batching": batching,
                 "settings_in_grid": len(grid),
                 "settings": settings,
             }
         )
         mlflow.set_tags(_model_tags(ref))
         started = time.perf_counter()
-        records, seconds = generate_task(ref, job, grid, num_return_sequences, batch_size, out_path)
+        records, seconds = generate_task(
+            ref, job, grid, num_return_sequences, batch_size, batching, out_path
+        )
         elapsed = time.perf_counter() - started
         _write_jsonl(out_path, records)
         mlflow.log_artifact(str(out_path))
@@ -279,6 +290,7 @@ def _record(
         "finish_reason": out.finish_reason,
         "prompt_tokens": out.num_prompt_tokens,
         "completion_tokens": out.num_completion_tokens,
+        "mean_logprob": out.mean_logprob,
         "model": ref.label,
         "model_uri": ref.uri,
         "model_name": ref.name,

@@ -20,7 +20,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -28,10 +27,9 @@ from torch import Tensor
 from gptforge.model.gpt import GPT
 from gptforge.model.kv_cache import KVCache
 from gptforge.model.sampling import RowSettings, next_tokens
-from gptforge.model.sampling_config import SamplingConfig
+from gptforge.model.sampling_config import Batching, SamplingConfig
 
 Decode = Callable[[list[int]], str]
-Batching = Literal["continuous", "static"]
 
 # Prompt tokens forwarded in one prefill chunk. On the 2-core CPU of docs/benchmarks.md a
 # 128-token chunk of the 6x384 model costs about two decode steps of batch 8.

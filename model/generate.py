@@ -19,7 +19,6 @@ from typing import get_args
 import torch
 
 from gptforge.model.batching import (
-    Batching,
     BatchStats,
     Decode,
     Decoder,
@@ -30,7 +29,7 @@ from gptforge.model.batching import (
     row_seed,
 )
 from gptforge.model.gpt import GPT
-from gptforge.model.sampling_config import SamplingConfig
+from gptforge.model.sampling_config import Batching, SamplingConfig
 from gptforge.pipeline.config import ConfigError
 from gptforge.pipeline.tokenizer import EOT_TOKEN
 

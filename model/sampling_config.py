@@ -4,10 +4,14 @@ the CLI can read their defaults and check a value before anything heavy is impor
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from gptforge.pipeline.settings import ConfigError, check_fields, setting
 from gptforge.pipeline.tokenizer import EOT_TOKEN
+
+# How a job's outputs share the decoder's slots (model/batching.py): continuous refills a slot
+# as soon as its output ends; static waits for the whole batch.
+Batching = Literal["continuous", "static"]
 
 # Settings a job may take several values of; it runs every combination (a sweep).
 SWEEPABLE = ("temperature", "top_k", "top_p", "repetition_penalty")

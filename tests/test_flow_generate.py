@@ -16,6 +16,7 @@ from gptforge.flows.home import mlflow_uri
 from gptforge.flows.models import register_checkpoint
 from gptforge.flows.tracking import STAGE_TAG, stage_run
 from gptforge.flows.train import MODEL_VERSION_TAG
+from gptforge.model.generate import Generation
 from gptforge.model.train import train
 from gptforge.pipeline.config import ConfigError
 
@@ -198,18 +199,20 @@ def test_empty_and_malformed_prompt_files_are_refused(registered: dict, tmp_path
 def test_a_job_stopped_midway_keeps_its_finished_records_as_valid_jsonl(
     registered: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Ctrl-C (or SIGTERM, which the CLI turns into the same unwinding) between two groups."""
+    """Ctrl-C (or SIGTERM, which the CLI turns into the same unwinding) after two outputs."""
     import gptforge.flows.generate as gen
 
-    real, calls = gen.generate, []
+    real = gen.stream
 
-    def interrupted_after_two_groups(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+    def interrupted_after_two_outputs(*args, **kwargs):
+        finished = 0
+        for event in real(*args, **kwargs):
+            if isinstance(event, Generation) and finished == 2:
+                raise KeyboardInterrupt
+            finished += isinstance(event, Generation)
+            yield event
 
-    monkeypatch.setattr(gen, "generate", interrupted_after_two_groups)
+    monkeypatch.setattr(gen, "stream", interrupted_after_two_outputs)
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(
         "".join(

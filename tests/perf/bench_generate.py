@@ -1,6 +1,7 @@
 """Generation throughput: our batched KV-cached decoder against transformers' `generate`.
 
 Run:  .venv/bin/python tests/perf/bench_generate.py [--reps 5] [--batches 1 8] [--quick]
+      .venv/bin/python tests/perf/bench_generate.py --job [--outputs 512] [--batches 8]
 
 One random-init GPT (6 layers, 6 heads, 384 wide, context 512, vocab 50304) and its
 `GPT2LMHeadModel` twin with the same weights (model/convert.py). Every side samples with
@@ -16,6 +17,14 @@ fp32 with 2 threads, in this one process. Sides, order rotated every repetition:
 Prints new tokens/s per repetition with the 1-minute load average (other processes on a
 2-core machine slow 2-thread runs down many times over: trust quiet repetitions), medians,
 and ratios of medians; asserts nothing.
+
+--job: a batch job as users run them (tests/perf/generate_job.py): `--outputs` prompts of
+8-200 tokens, each with its own max_new_tokens drawn from 16-256, `--batches` slots.
+Sides: ours continuous batching, ours static batching, transformers `generate` on padded
+static batches of the same size (each runs to its longest row's limit; the rest is cut
+off), transformers `generate_batch`'s continuous batching (its manager, one request per
+output with its own max_new_tokens, at most that many requests per batch). Prints the time
+to finish the job and output tokens/s, with ratios.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from generate_job import job_sides
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gptforge.model.config import GPTConfig
@@ -35,7 +45,7 @@ from gptforge.model.generate import generate
 from gptforge.model.gpt import GPT
 from gptforge.model.sampling_config import SamplingConfig
 
-CONFIG = GPTConfig(block_size=512, n_layer=6, n_head=6, n_embd=384)
+CONFIG = GPTConfig(block_size=512, n_layer=6, n_head=6, n_embd=384, recipe="gpt2")
 PROMPT_TOKENS = 32
 
 
@@ -107,11 +117,16 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", help="run only these sides (default: all)")
     parser.add_argument("--hf-nocache", action="store_true", help="add transformers' no-cache")
     parser.add_argument("--quick", action="store_true", help="smoke test: 16 tokens, 1 rep")
+    parser.add_argument("--job", action="store_true", help="the mixed batch job instead")
+    parser.add_argument("--outputs", type=int, default=512, help="--job: outputs in the job")
     args = parser.parse_args()
     if args.quick:
-        args.reps, args.new = 1, 16
+        args.reps, args.new, args.outputs = 1, 16, 24
     torch.set_num_threads(args.threads)
     ours, hf = build_models()
+    if args.job:
+        run_job(ours, hf, args)
+        return
     print(
         f"{CONFIG.n_layer} layers, {CONFIG.n_embd} wide, vocab {CONFIG.vocab_size}, "
         f"prompt {PROMPT_TOKENS}, {args.new} new tokens, fp32, {args.threads} threads"
@@ -134,6 +149,34 @@ def main() -> None:
         ratios = ", ".join(f"ours/{n} {med['ours'] / med[n]:.2f}x" for n in others)
         cells = " | ".join(f"{med[n]:.1f}" for n in names)
         print(f"| {batch} | {cells} | {ratios} |")
+
+
+def run_job(ours: GPT, hf: GPT2LMHeadModel, args: argparse.Namespace) -> None:
+    """Time to finish the mixed job per side; the job's output tokens are the same for all."""
+    batch = args.batches[-1]
+    runs, total = job_sides(ours, hf, args.outputs, batch, seed=0)
+    runs = {name: run for name, run in runs.items() if name in (args.sides or runs)}
+    print(f"job: {args.outputs} outputs, {total} output tokens, {batch} slots")
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for rep in range(args.reps):
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            made = runs[name]()
+            seconds[name].append(time.perf_counter() - start)
+            assert made == total, f"{name} made {made} tokens, expected {total}"
+            load = os.getloadavg()[0]
+            print(f"  rep {rep}: {name} {seconds[name][-1]:7.1f} s  (load {load:.1f})", flush=True)
+    med = {name: statistics.median(values) for name, values in seconds.items()}
+    first = names[0]
+    print("\n| side | job seconds | output tokens/s | " + f"{first} speed-up |")
+    print("|---|---|---|---|")
+    for name in names:
+        print(
+            f"| {name} | {med[name]:.1f} | {total / med[name]:.1f} | "
+            f"{med[name] / med[first]:.2f}x |"
+        )
 
 
 if __name__ == "__main__":
