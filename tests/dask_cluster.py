@@ -19,11 +19,12 @@ DASK = Path(sys.executable).parent / "dask"
 
 class Cluster:
     """A scheduler (its address read from its scheduler file: no port guessed) and workers
-    `w0`, `w1`, ... of `threads` threads each, without a nanny (a killed worker stays dead).
-    Logs in `tmp`. A context manager: every process is killed on the way out."""
+    `w0`, `w1`, ... of `threads` threads each, by default without a nanny (a killed worker
+    stays dead; with one, it is a daemon process, as Dask makes it). Logs in `tmp`. A context
+    manager: every process is killed on the way out."""
 
-    def __init__(self, tmp: Path, workers: int = 2, threads: int = 1):
-        self.tmp, self.workers, self.threads = tmp, workers, threads
+    def __init__(self, tmp: Path, workers: int = 2, threads: int = 1, nanny: bool = False):
+        self.tmp, self.workers, self.threads, self.nanny = tmp, workers, threads, nanny
         self.file = tmp / "scheduler.json"
         self.procs: dict[str, subprocess.Popen] = {}
         self.address = ""
@@ -33,7 +34,12 @@ class Cluster:
             self._start("scheduler", ["scheduler", "--scheduler-file", str(self.file)])
             for i in range(self.workers):
                 worker = ["worker", "--scheduler-file", str(self.file), "--name", f"w{i}"]
-                self._start(f"w{i}", [*worker, "--nthreads", str(self.threads), "--no-nanny"])
+                worker += [
+                    "--nthreads",
+                    str(self.threads),
+                    "--nanny" if self.nanny else "--no-nanny",
+                ]
+                self._start(f"w{i}", worker)
             self.address = self._wait_for_address()
             with Client(self.address, timeout=30) as client:
                 client.wait_for_workers(self.workers, timeout=60)

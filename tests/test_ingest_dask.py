@@ -21,6 +21,7 @@ from prefect.settings import PREFECT_API_URL
 from gptforge.flows.cli import main
 from gptforge.flows.ingest import ingest_flow
 from gptforge.pipeline.config import IngestConfig
+from gptforge.pipeline.errors import RunError
 from gptforge.pipeline.ingest import ingest
 from gptforge.pipeline.sample_corpus import build_sample
 from gptforge.pipeline.settings import ConfigError
@@ -105,6 +106,19 @@ def test_cli_starts_a_local_cluster(prefect, sample, tmp_path, capsys, monkeypat
     assert main(["ingest", str(corpus), "--out", str(out), "--executor", "dask"]) == 0
     assert f"manifest: {out / 'manifest.json'}" in capsys.readouterr().out
     assert_same_dataset(out, local)
+
+
+def test_daemon_workers_are_refused_by_name(prefect, tmp_path) -> None:
+    """A nanny's worker is a daemon process, which may not start extraction processes."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("hello")
+    refused = r"Dask workers tcp://127\.0\.0\.1:\d+ run as daemon"
+    with (
+        Cluster(tmp_path, workers=1, nanny=True) as daemonic,
+        pytest.raises(RunError, match=refused),
+    ):
+        ingest_flow(sources=[str(docs)], out=str(tmp_path / "o"), executor=daemonic.address)
 
 
 def test_bad_executors_are_one_line(gptforge_home, tmp_path, capsys) -> None:
