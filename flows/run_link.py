@@ -1,11 +1,12 @@
 """The Prefect UI page of a flow run the CLI starts, printed as the run begins: its logs,
-artifacts and progress can be followed there while the terminal shows the progress bar."""
+artifacts and progress can be followed there while the terminal shows the progress bar.
+It goes to stdout with the run's other results; stderr keeps progress and the one line an
+expected failure prints."""
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
-
-from gptforge.flows.progress import notice
 
 if TYPE_CHECKING:
     from prefect import Flow
@@ -19,6 +20,7 @@ def announced(flow: Flow) -> Flow:
 
 def print_link(flow: Flow, flow_run: Any, state: Any) -> None:
     from prefect.utilities.urls import url_for
+    from tqdm import tqdm
 
     if url := url_for("flow-run", obj_id=flow_run.id):
-        notice(f"Prefect flow run: {url}")
+        tqdm.write(f"Prefect flow run: {url}", file=sys.stdout)  # a bar on stderr is redrawn

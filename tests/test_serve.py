@@ -135,7 +135,7 @@ def test_a_changed_dataset_trains_and_the_new_version_is_evaluated(
         ingested = gptforge("ingest", str(corpus), "--out", str(data), env=user_env)
         assert ingested.returncode == 0, ingested.stderr
         prefix = f"Prefect flow run: {api_url(user_env).removesuffix('/api')}/runs/flow-run/"
-        (link,) = [line for line in ingested.stderr.splitlines() if line.startswith(prefix)]
+        (link,) = [line for line in ingested.stdout.splitlines() if line.startswith(prefix)]
         assert client.read_flow_run(link.removeprefix(prefix)).name == "ingest-data"
 
         (trained,) = wait_for(lambda: runs_of(client, "train/gptforge-train"), 120, log, serve)
