@@ -1,6 +1,6 @@
 """The registered model's pyfunc face, logged as code (MLflow "models from code"): nothing is
-pickled. `mlflow.pyfunc.load_model("models:/gptforge/3").predict(["Once upon"])` generates;
-`predict(df, params={"temperature": 0.3, "num_return_sequences": 2})` samples as asked, and
+pickled. `mlflow.pyfunc.load_model("models:/gptforge/3").predict(pd.DataFrame({"prompt":
+["Once upon"]}), params={"temperature": 0.3, "num_return_sequences": 2})` generates, and
 a DataFrame may carry per-row settings in columns named like the parameters. Our own tools
 skip this wrapper and load the safetensors checkpoint directly."""
 

@@ -113,7 +113,7 @@ def test_generate_deployment_run_shows_in_both_uis(
     assert run_name in text and "Completed" in text and "generate" in text
 
     client = MlflowClient(tracking_uri=urls["MLFLOW_TRACKING_URI"])
-    (experiment,) = [e for e in client.search_experiments() if e.name == "gptforge"]
+    (experiment,) = [e for e in client.search_experiments() if e.name == "gptforge-generations"]
     (run,) = client.search_runs([experiment.experiment_id], "tags.`gptforge.stage` = 'generate'")
     assert run.data.params["temperature"] == "0.65"
     table_page = (

@@ -6,6 +6,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -19,10 +26,11 @@ from gptforge.flows.cli import main
 from gptforge.flows.cli_parser import build_parser
 from gptforge.flows.generate import generate_flow
 from gptforge.flows.generation_runs import SETTING_STAGE
-from gptforge.flows.home import mlflow_uri
+from gptforge.flows.home import QUIET_ENV, mlflow_uri
 from gptforge.flows.models import register_checkpoint
 from gptforge.flows.review import review_flow
 from gptforge.flows.review_settings import RECOMMENDED_TAG
+from gptforge.flows.servers import free_port
 from gptforge.flows.traces import TAGGED
 from gptforge.flows.tracking import (
     GENAI_KIND,
@@ -284,3 +292,66 @@ def test_the_registered_pyfunc_honours_sampling_params(registered: dict) -> None
     mixed = model.predict(rows, params={"max_new_tokens": 2, "seed": 5})
     assert mixed[0] == expected[0]
     assert mixed[1] == model.predict(prompts, params={"max_new_tokens": 2, "seed": 5})[1]
+
+
+def test_mlflow_models_serve_answers_with_params_over_http(
+    registered: dict, tmp_path: Path
+) -> None:
+    """`mlflow models serve` on 127.0.0.1: `inputs`, `dataframe_records` and `dataframe_split`
+    payloads, with sampling settings as `params`, give what `predict` gives in-process."""
+    port = free_port()
+    # MLflow runs `uvicorn` by name: the virtual environment's bin must be on PATH
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = os.environ | QUIET_ENV | {"MLFLOW_TRACKING_URI": mlflow_uri(), "PATH": path}
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", registered["uri"]]
+    command += ["--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "-w", "1"]
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=2)
+                break
+            except OSError:
+                alive = time.monotonic() < deadline and server.poll() is None
+                assert alive, log.read_text()[-3000:]
+                time.sleep(1)
+        params = {"do_sample": False, "max_new_tokens": 3, "num_return_sequences": 2}
+        model = mlflow.pyfunc.load_model(registered["uri"])
+        prompts = ["The model", "Data flows"]
+        expected = model.predict(pd.DataFrame({"prompt": prompts}), params=params)
+        payloads = [
+            {"inputs": [{"prompt": p} for p in prompts]},
+            {"dataframe_records": [{"prompt": p} for p in prompts]},
+            {"dataframe_split": {"columns": ["prompt"], "data": [[p] for p in prompts]}},
+        ]
+        for payload in payloads:
+            answer = _post(f"{url}/invocations", payload | {"params": params})
+            assert answer["predictions"] == expected, payload
+        rows = [{"prompt": prompts[0], "max_new_tokens": 1}, {"prompt": prompts[1]}]
+        greedy = {"do_sample": False}
+        answer = _post(f"{url}/invocations", {"dataframe_records": rows, "params": greedy})
+        assert answer["predictions"] == model.predict(pd.DataFrame(rows), params=greedy)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+
+
+def _post(url: str, payload: dict) -> dict:
+    request = urllib.request.Request(
+        url, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"{exc}: {exc.read()[:2000]!r} for {payload}") from None

@@ -114,7 +114,9 @@ def _log_only(path: Path) -> float:
         log_traces(records, [record_scores(r) for r in records], run_id)
         flush()
         seconds = time.perf_counter() - started
-    assert len(mlflow.search_traces(run_id=run_id, return_type="list", include_spans=False)) > 0
+        where = [mlflow.active_run().info.experiment_id]
+    found = mlflow.search_traces(locations=where, run_id=run_id, include_spans=False)
+    assert len(found) == len(records)
     return seconds
 
 
