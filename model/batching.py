@@ -246,7 +246,8 @@ class Decoder:
                 self._admit(queue)
             ready = [slot for slot, row in self.active.items() if self._ready(row)]
             self._prefill(one_chunk=continuous and bool(ready))
-            ready = [slot for slot, row in self.active.items() if self._ready(row)]
+            # In slot order: consecutive slots read the cache as a view, not a copy.
+            ready = sorted(slot for slot, row in self.active.items() if self._ready(row))
             yield from self._decode(ready)
 
     def _admit(self, queue: deque[Row]) -> None:
