@@ -170,7 +170,7 @@ def run_job(ours: GPT, hf: GPT2LMHeadModel, args: argparse.Namespace) -> None:
             print(f"  rep {rep}: {name} {seconds[name][-1]:7.1f} s  (load {load:.1f})", flush=True)
     med = {name: statistics.median(values) for name, values in seconds.items()}
     first = names[0]
-    print("\n| side | job seconds | output tokens/s | " + f"{first} speed-up |")
+    print(f"\n| side | job seconds | output tokens/s | {first} speed-up over it |")
     print("|---|---|---|---|")
     for name in names:
         print(
