@@ -12,6 +12,8 @@ row b's first `pad[b]` positions hold padding that no query may attend to.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -55,6 +57,9 @@ class CacheStep:
     `lengths[slot] ... lengths[slot] + length - 1` and attend to their slot's keys up to their
     own position. The mask is explicit even where plain causal attention would do, so a row
     takes the same attention kernel whatever else is in the batch.
+
+    The mask is float (0 or -inf) rather than boolean and in fp32; under autocast SDPA
+    receives it alongside bf16 queries.
     """
 
     def __init__(self, cache: KVCache, slots: list[int], length: int):
@@ -73,7 +78,9 @@ class CacheStep:
         start = torch.tensor(starts, device=device).unsqueeze(1)
         self.positions = start + torch.arange(length, device=device)  # (n, T)
         keys = torch.arange(self.end, device=device)
-        self.mask = (keys <= self.positions.unsqueeze(2)).unsqueeze(1)  # (n, 1, T, end)
+        hidden = (keys > self.positions.unsqueeze(2)).unsqueeze(1)  # (n, 1, T, end)
+        # Additive, built once per step: every layer would convert a boolean mask again.
+        self.mask = torch.zeros(hidden.shape, device=device).masked_fill_(hidden, -math.inf)
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store this step's keys/values (n, H, T, D) for `layer`; return each row's keys and

@@ -161,7 +161,7 @@ class TopP:
 
 
 def build_processors(config: SamplingConfig) -> list[Processor]:
-    """The processors `config` switches on, for every row, in Hugging Face's order."""
+    """The processors `config` switches on, for every row, with Hugging Face's results."""
     return _chain([config], "cpu")
 
 
@@ -176,10 +176,13 @@ def _chain(configs: Sequence[SamplingConfig], device: torch.device | str) -> lis
         chain.append(RepetitionPenalty(column([c.repetition_penalty for c in configs], device)))
     if configs[0].greedy:
         return chain
-    if any(c.temperature != 1.0 for c in configs):
-        chain.append(Temperature(column([c.temperature for c in configs], device)))
+    # Top-k before the temperature, unlike Hugging Face, gives the same scores bit for bit
+    # (the temperature keeps the order, and the best score it shifts by is among the k), and
+    # scales k columns instead of the whole vocabulary.
     if any(c.top_k > 0 for c in configs):
         chain.append(TopK(torch.tensor([c.top_k for c in configs], device=device)))
+    if any(c.temperature != 1.0 for c in configs):
+        chain.append(Temperature(column([c.temperature for c in configs], device)))
     if any(c.top_p < 1.0 for c in configs):
         top_p = [c.top_p if c.top_p < 1.0 else math.inf for c in configs]
         chain.append(TopP(column(top_p, device)))
