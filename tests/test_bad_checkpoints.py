@@ -182,6 +182,7 @@ def test_resuming_with_more_steps_warns_that_the_schedule_changes(
 ) -> None:
     out = copy_of(trained, tmp_path)
     monkeypatch.setattr(cli, "orchestrator", nullcontext)  # the flow itself is not under test
+    monkeypatch.setattr(cli, "announced", lambda flow: flow)
     monkeypatch.setattr("gptforge.flows.train.train_flow", lambda **_: FINISHED)
     shape = ["--batch-size", "4", "--precision", "fp32", "--device", "cpu", "--warmup-steps", "2"]
     argv = ["train", "--data", str(dataset), *MICRO, *shape, "--out", str(out), "--resume"]
