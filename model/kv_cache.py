@@ -72,9 +72,9 @@ class CacheStep:
         self.uniform = len(set(starts)) == 1
         first = slots[0]
         contiguous = slots == list(range(first, first + len(slots)))
-        self.rows: slice | Tensor = (
-            slice(first, first + len(slots)) if contiguous else torch.tensor(slots, device=device)
-        )
+        index = torch.tensor(slots, device=device)
+        self.rows: slice | Tensor = slice(first, first + len(slots)) if contiguous else index
+        self.scatter_rows = index.unsqueeze(1)  # (n, 1): where rows of different lengths write
         start = torch.tensor(starts, device=device).unsqueeze(1)
         self.positions = start + torch.arange(length, device=device)  # (n, T)
         keys = torch.arange(self.end, device=device)
@@ -91,9 +91,8 @@ class CacheStep:
             cache.k[layer, self.rows, :, start : self.end] = k
             cache.v[layer, self.rows, :, start : self.end] = v
         else:
-            rows = torch.as_tensor(self.slots, device=cache.device).unsqueeze(1)
-            cache.k[layer, rows, :, self.positions] = k.transpose(1, 2)
-            cache.v[layer, rows, :, self.positions] = v.transpose(1, 2)
+            cache.k[layer, self.scatter_rows, :, self.positions] = k.transpose(1, 2)
+            cache.v[layer, self.scatter_rows, :, self.positions] = v.transpose(1, 2)
         return cache.k[layer, self.rows, :, : self.end], cache.v[layer, self.rows, :, : self.end]
 
     def advance(self) -> None:
