@@ -139,7 +139,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     apply_quiet_env()
     args.model_overrides = parse_overrides(args.model_overrides)
-    names = ["data", "out", "preset", "model_overrides", "recipe", "init_from", *TRAIN_SETTINGS]
+    names = ["data", "out", "preset", "model_overrides", "recipe", "modern_off", "init_from"]
+    names += TRAIN_SETTINGS
     settings = {name: getattr(args, name) for name in names}
     if int(os.environ.get("RANK", "0")) > 0:
         return run_train_worker(settings)
@@ -192,6 +193,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
         preset=args.preset,
         model_overrides=args.model_overrides,
         recipe=args.recipe,
+        modern_off=args.modern_off,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         precision=args.precision,

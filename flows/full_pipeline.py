@@ -26,7 +26,7 @@ from gptforge.flows.models import DEFAULT_MODEL_NAME, latest_version, resolve_mo
 from gptforge.flows.tracking import DEFAULT_EXPERIMENT, DIGEST_TAG, flow_run_name, stage_run
 from gptforge.flows.train import train_flow
 from gptforge.flows.train_settings import GPT_DEFAULTS
-from gptforge.model.config import PresetName, Recipe
+from gptforge.model.config import ModernChange, PresetName, Recipe
 from gptforge.model.evaluate import evaluate_checkpoint
 
 DEFAULT_PROMPTS = ["The", "def ", "In this document"]
@@ -39,6 +39,7 @@ def pipeline_flow(
     preset: PresetName | None = None,
     model_overrides: dict[str, Any] | None = None,
     recipe: Recipe = GPT_DEFAULTS["recipe"],
+    modern_off: tuple[ModernChange, ...] = GPT_DEFAULTS["modern_off"],
     max_steps: int = 200,
     batch_size: int = 8,
     precision: str = "auto",
@@ -60,6 +61,7 @@ def pipeline_flow(
         preset: model size: tiny, small, mini, gpt2 or gpt2-medium (unset: tiny).
         model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
         recipe: modern or gpt2 (docs/training.md); continuing a version needs its recipe.
+        modern_off: modern's changes switched back to gpt2's way (an ablation).
         max_steps: optimizer steps per training run.
         batch_size: sequences per micro-batch.
         precision: auto, fp32, bf16 or fp16 (CUDA only).
@@ -106,6 +108,7 @@ def pipeline_flow(
             preset=preset,
             model_overrides=model_overrides,
             recipe=recipe,
+            modern_off=modern_off,
             max_steps=max_steps,
             batch_size=batch_size,
             precision=precision,

@@ -34,5 +34,12 @@ def _option(f: Field) -> dict[str, Any]:
         return {"action": argparse.BooleanOptionalAction, "default": default, "help": text}
     if "choices" in f.metadata:
         return {"choices": f.metadata["choices"], "default": default, "help": text}
+    if kind.startswith("tuple"):  # names, comma-separated; the dataclass checks them
+        return {"type": _names, "default": default, "help": text, "metavar": "NAME,..."}
     types = {"int": int, "float": float, "str": str, "Path": str}
     return {"type": types[kind], "default": default, "help": text, "metavar": f.name.upper()}
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """`a,b` -> ("a", "b"); `''` -> () (none)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())

@@ -30,7 +30,7 @@ from gptforge.flows.tracking import (
 from gptforge.flows.train_settings import GPT_DEFAULTS, train_config
 from gptforge.flows.triggers import emit_model_registered
 from gptforge.model.checkpoint import CONFIG, TRAINER_STATE, read_trainer_state
-from gptforge.model.config import PresetName, Recipe
+from gptforge.model.config import ModernChange, PresetName, Recipe
 from gptforge.model.resume import schedule_change
 from gptforge.model.train import (
     Callbacks,
@@ -117,6 +117,7 @@ def train_flow(
     preset: PresetName | None = None,
     model_overrides: dict[str, Any] | None = None,
     recipe: Recipe = GPT_DEFAULTS["recipe"],
+    modern_off: tuple[ModernChange, ...] = GPT_DEFAULTS["modern_off"],
     max_steps: int = D["max_steps"],
     batch_size: int = D["batch_size"],
     grad_accum: int = D["grad_accum"],
@@ -157,13 +158,17 @@ def train_flow(
             time_budget the size the budget buys (see model/budget.py).
         model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
         recipe: gpt2 or modern (model.config.GPTConfig.recipe; docs/training.md).
+        modern_off: modern's changes switched back to gpt2's way, for an ablation, e.g.
+            ["softcap"] (model.config.MODERN_CHANGES; docs/training.md).
         experiment: MLflow experiment.
         model_name: MLflow registered model that gets the new version.
     """
     settings = {k: v for k, v in locals().items() if k in D and k != "init_from"}
     logger = get_run_logger()
     check_tracking_names(experiment, model_name)  # not only once the model is trained
-    cfg = train_config(data, out, preset, model_overrides, init_from, recipe, **settings)
+    cfg = train_config(
+        data, out, preset, model_overrides, init_from, recipe, modern_off=modern_off, **settings
+    )
     checked = validate(cfg)
     if note := schedule_change(cfg, checked.resume_from):
         logger.warning(note)

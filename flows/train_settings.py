@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gptforge.flows.home import gptforge_home
-from gptforge.model.config import GPTConfig, Recipe
+from gptforge.model.config import GPTConfig, ModernChange, Recipe
 from gptforge.model.config import preset as model_preset
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import ConfigError
@@ -26,13 +26,15 @@ def train_config(
     model_overrides: dict[str, Any] | None = None,
     init_from: str | None = None,
     recipe: Recipe = GPT_DEFAULTS["recipe"],
+    modern_off: tuple[ModernChange, ...] = GPT_DEFAULTS["modern_off"],
     **settings: Any,
 ) -> TrainConfig:
     """The validated TrainConfig: the model from its preset, overrides and recipe, a fresh
     checkpoint directory when none is given; every other setting goes to TrainConfig as it is.
     The recipe is set after TrainConfig chose the model, so a time budget still sizes it."""
-    if "recipe" in (model_overrides or {}):
-        raise ConfigError("model_overrides", "the recipe is a setting of its own: recipe")
+    for own in ("recipe", "modern_off"):
+        if own in (model_overrides or {}):
+            raise ConfigError("model_overrides", f"the {own} is a setting of its own: {own}")
     if out is not None:
         check_output("out", out)  # '' is refused, not taken as "a new directory"
     if out is None and (settings.get("resume") or "RANK" in os.environ):
@@ -46,8 +48,9 @@ def train_config(
         init_from=Path(init_from) if init_from else None,
         **settings,
     )
-    if recipe != cfg.model.recipe:
-        cfg = replace(cfg, model=replace(cfg.model, recipe=recipe))
+    model = replace(cfg.model, recipe=recipe, modern_off=modern_off)
+    if model != cfg.model:
+        cfg = replace(cfg, model=model)
     if out:
         return cfg
     from gptforge.model.data import Dataset  # torch: only once the settings are known to be good

@@ -155,7 +155,11 @@ def sized(
         f"{cfg.model.n_layer}x{cfg.model.n_embd} model"
     )
     model = replace(
-        chosen, vocab_size=cfg.model.vocab_size, dropout=cfg.model.dropout, recipe=cfg.model.recipe
+        chosen,
+        vocab_size=cfg.model.vocab_size,
+        dropout=cfg.model.dropout,
+        recipe=cfg.model.recipe,
+        modern_off=cfg.model.modern_off,
     )
     return Plan(cfg=replace(cfg, model=model), reason=reason)
 

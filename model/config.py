@@ -16,6 +16,12 @@ PADDED_VOCAB_SIZE = 50304
 
 Recipe = Literal["gpt2", "modern"]
 RECIPES: tuple[str, ...] = get_args(Recipe)
+# The modern recipe's changes, each of which `modern_off` can switch back to gpt2's way (one
+# row each in docs/training.md): what an ablation turns off one at a time.
+ModernChange = Literal[
+    "rotary", "rmsnorm", "qk_norm", "relu2", "zero_init", "untied_head", "softcap", "muon", "wsd"
+]
+MODERN_CHANGES: tuple[str, ...] = get_args(ModernChange)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,11 @@ class GPTConfig:
         "warmup-stable-decay (docs/training.md)",
         choices=RECIPES,
     )
+    modern_off: tuple[ModernChange, ...] = setting(
+        (),
+        "modern's changes switched back to gpt2's way, for an ablation (modern only): "
+        + ", ".join(MODERN_CHANGES),
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -57,6 +68,30 @@ class GPTConfig:
                 "vocab_size",
                 f"{self.vocab_size} must be >= the tokenizer's {self.tokenizer_vocab_size} tokens",
             )
+        self._check_modern_off()
+
+    def _check_modern_off(self) -> None:
+        """Known names only, modern only; stored in MODERN_CHANGES' order (and as a tuple,
+        also when read from config.json), so equal settings give equal configs."""
+        off = self.modern_off or ()
+        names = (off,) if isinstance(off, str) else tuple(off)
+        unknown = [name for name in names if name not in MODERN_CHANGES]
+        if unknown:
+            raise ConfigError(
+                "modern_off",
+                f"unknown change {unknown[0]!r}; known: {', '.join(MODERN_CHANGES)}",
+            )
+        if names and self.recipe != "modern":
+            raise ConfigError(
+                "modern_off", f"only the modern recipe has these changes; this one is {self.recipe}"
+            )
+        object.__setattr__(self, "modern_off", tuple(c for c in MODERN_CHANGES if c in names))
+
+    def uses(self, change: str) -> bool:
+        """Whether the model has modern's `change` (a name of MODERN_CHANGES): the recipe is
+        modern and `modern_off` does not name it."""
+        assert change in MODERN_CHANGES, change
+        return self.recipe == "modern" and change not in self.modern_off
 
     @property
     def head_dim(self) -> int:

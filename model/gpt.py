@@ -4,7 +4,8 @@ Linear weights are stored (out, in) as in `nn.Linear`; Hugging Face's Conv1D sto
 (in, out), so conversion transposes exactly the four projection weights per block.
 
 `config.recipe == "modern"` swaps in what modded-nanogpt and nanochat measured to train
-faster, each a small branch here: rotary positions instead of a learned table
+faster, each a small branch here on `config.uses(change)`, so `config.modern_off` can switch
+any of them back to gpt2's way: rotary positions instead of a learned table
 (model/rotary.py), parameter-free RMSNorm, RMS-normalised queries and keys (QK-norm), a ReLU²
 MLP, zero-initialised output projections, an untied head and soft-capped logits.
 """
@@ -24,6 +25,8 @@ from gptforge.model.rotary import Rotary, rotate
 # modern: logits are squashed into (-15, 15) (nanochat's value), which keeps early training
 # from betting everything on a few tokens.
 SOFT_CAP = 15.0
+# modern: the head's initial scale (nanochat), near zero so the first predictions are uniform.
+HEAD_STD = 0.001
 
 Rope = tuple[Tensor, Tensor]
 
@@ -36,7 +39,7 @@ class RMSNorm(nn.Module):
 
 
 def norm(config: GPTConfig) -> nn.Module:
-    return nn.LayerNorm(config.n_embd, bias=config.bias) if config.recipe == "gpt2" else RMSNorm()
+    return RMSNorm() if config.uses("rmsnorm") else nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 class CausalSelfAttention(nn.Module):
@@ -48,6 +51,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.layer = layer
+        self.qk_norm = config.uses("qk_norm")
 
     def forward(
         self, x: Tensor, mask: Tensor | None, cache: CacheStep | None, rope: Rope | None
@@ -55,8 +59,9 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        if rope is not None:  # modern: rotary positions, then QK-norm
+        if rope is not None:  # modern: rotary positions
             q, k = rotate(q, *rope), rotate(k, *rope)
+        if self.qk_norm:
             q = F.rms_norm(q, (q.size(-1),)).to(v.dtype)
             k = F.rms_norm(k, (k.size(-1),)).to(v.dtype)
         if cache is not None:
@@ -79,7 +84,7 @@ class MLP(nn.Module):
         self.gelu = nn.GELU(approximate="tanh")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        self.relu2 = config.recipe == "modern"
+        self.relu2 = config.uses("relu2")
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.c_fc(x)
@@ -108,10 +113,9 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.modern = config.recipe == "modern"
         # gpt2's modules in GPT-2's order: initialisation draws and optimizer state follow it.
         parts: dict[str, nn.Module] = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
-        if not self.modern:
+        if not config.uses("rotary"):
             parts["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         parts |= dict(
             drop=nn.Dropout(config.dropout),
@@ -119,12 +123,13 @@ class GPT(nn.Module):
             ln_f=norm(config),
         )
         self.transformer = nn.ModuleDict(parts)
-        self.rotary = Rotary(config.head_dim, config.block_size) if self.modern else None
+        self.rotary = Rotary(config.head_dim, config.block_size) if config.uses("rotary") else None
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        if self.modern:
+        if not config.uses("untied_head"):
+            self.lm_head.weight = self.transformer.wte.weight
+        if config.uses("zero_init"):
             self._init_modern()
             return
-        self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer) so the stream's variance
         # does not grow with depth.
@@ -135,14 +140,24 @@ class GPT(nn.Module):
     def _init_modern(self) -> None:
         """nanochat's initialisation: unit-scale embeddings (normalised before the first block),
         inputs at 1/sqrt(width), output projections at zero (each block starts as the
-        identity), a near-zero head (uniform first predictions)."""
-        nn.init.normal_(self.transformer.wte.weight, std=1.0)
-        nn.init.normal_(self.lm_head.weight, std=0.001)
-        for name, param in self.transformer.h.named_parameters():
-            if name.endswith("c_proj.weight") or param.dim() == 1:
-                nn.init.zeros_(param)
+        identity), a near-zero head (uniform first predictions). A head tied to the embedding
+        (untied_head off) is drawn as the head; a position table (rotary off) as the token
+        embedding; LayerNorms (rmsnorm off) keep gain 1, bias 0."""
+        untied = self.lm_head.weight is not self.transformer.wte.weight
+        if untied:
+            nn.init.normal_(self.transformer.wte.weight, std=1.0)
+        nn.init.normal_(self.lm_head.weight, std=HEAD_STD)
+        if "wpe" in self.transformer:
+            nn.init.normal_(self.transformer.wpe.weight, std=1.0 if untied else HEAD_STD)
+        for name, module in self.transformer.h.named_modules():
+            if not isinstance(module, nn.Linear):
+                continue
+            if name.endswith("c_proj"):
+                nn.init.zeros_(module.weight)
             else:
-                nn.init.normal_(param, std=self.config.n_embd**-0.5)
+                nn.init.normal_(module.weight, std=self.config.n_embd**-0.5)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -155,16 +170,19 @@ class GPT(nn.Module):
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; by default without the lookup tables that do no matmul work: the
-        position embeddings (as in the GPT-2 paper), or modern's untied input embedding."""
+        position embeddings (as in the GPT-2 paper), and an untied input embedding (modern)."""
         n = sum(p.numel() for p in self.parameters())
         if not non_embedding:
             return n
-        lookup = self.transformer.wte if self.modern else self.transformer.wpe
-        return n - lookup.weight.numel()
+        if "wpe" in self.transformer:
+            n -= self.transformer.wpe.weight.numel()
+        if self.lm_head.weight is not self.transformer.wte.weight:
+            n -= self.transformer.wte.weight.numel()
+        return n
 
     def soft_cap(self, logits: Tensor) -> Tensor:
         """modern: logits squashed into (-SOFT_CAP, SOFT_CAP) in fp32; gpt2: unchanged."""
-        if not self.modern:
+        if not self.config.uses("softcap"):
             return logits
         return SOFT_CAP * torch.tanh(logits.float() / SOFT_CAP)
 
@@ -210,12 +228,13 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence of {end} tokens exceeds block_size {self.config.block_size}"
             )
-        rope = None
-        if self.rotary is not None:
-            rope = self.rotary(pos)
-            x = self.transformer.drop(F.rms_norm(self.transformer.wte(idx), (self.config.n_embd,)))
-        else:
-            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        rope = None if self.rotary is None else self.rotary(pos)
+        x = self.transformer.wte(idx)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(pos)
+        if self.config.uses("rmsnorm"):
+            x = F.rms_norm(x, (self.config.n_embd,))
+        x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, mask, cache, rope)
         if cache is not None:

@@ -1,5 +1,6 @@
 """Optimizers and learning-rate schedules of the two recipes: gpt2 (AdamW, warmup + cosine)
-and modern (Muon + AdamW, warmup-stable-decay). The training loop asks for one of each."""
+and modern (Muon + AdamW, warmup-stable-decay; `modern_off` may switch `muon` or `wsd` back to
+gpt2's way). The training loop asks for one of each."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     DECAY_FRACTION of the steps."""
     if step < cfg.warmup_steps:
         return cfg.learning_rate * (step + 1) / cfg.warmup_steps
-    if cfg.model.recipe == "modern":
+    if cfg.model.uses("wsd"):
         decay = max(1, round(DECAY_FRACTION * cfg.max_steps))
         progress = min(1.0, max(0.0, (step - (cfg.max_steps - decay)) / decay))
         return cfg.learning_rate + progress * (cfg.min_lr - cfg.learning_rate)
@@ -60,31 +61,51 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
 MODERN_LR_SCALE = {"matrices": 20.0, "head": 4.0, "embedding": 200.0, "gains": 1.0}
 
 
-def modern_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> MuonAdamW:
+def modern_optimizer(
+    model: GPT, cfg: TrainConfig, device: torch.device
+) -> MuonAdamW | torch.optim.AdamW:
     """Muon for the blocks' matrices (the fused query/key/value one as three), AdamW for the
     embedding, the head and 1-D parameters, none of them decayed (as in modded-nanogpt).
-    Newton-Schulz runs in bf16 only where training does (native bf16); else in fp32."""
-    width = (model.config.n_embd / 768) ** -0.5
-    head, embedding = model.lm_head.weight, model.transformer.wte.weight
+    Newton-Schulz runs in bf16 only where training does (native bf16); else in fp32.
+
+    The head's and embedding's multiples are sized for modern's initial scales, so with
+    `zero_init` off (gpt2's init) they train at 1x. With `muon` off the blocks' matrices go
+    to AdamW as in gpt2 (1x, `weight_decay`) and the whole optimizer is torch's AdamW."""
+    config = model.config
+    width = (config.n_embd / 768) ** -0.5 if config.uses("zero_init") else 1.0
+    scale = MODERN_LR_SCALE if config.uses("zero_init") else dict.fromkeys(MODERN_LR_SCALE, 1.0)
+    head = model.lm_head.weight  # also the token embedding when tied (untied_head off)
+    lookups = [model.transformer[n].weight for n in ("wte", "wpe") if n in model.transformer]
+    embeddings = [weight for weight in lookups if weight is not head]
     matrices, qkv, gains = [], [], []
     for name, param in model.named_parameters():
-        if param is head or param is embedding:
+        if param is head or any(param is e for e in embeddings):
             continue
         if not name.startswith("transformer.h.") or param.dim() != 2:
             gains.append(param)
         else:
             (qkv if name.endswith("attn.c_attn.weight") else matrices).append(param)
-    scale = MODERN_LR_SCALE
-    groups = [
+    adamw = [
+        {"kind": "adamw", "params": [head], "lr_scale": scale["head"] * width},
+        {"kind": "adamw", "params": embeddings, "lr_scale": scale["embedding"] * width},
+        {"kind": "adamw", "params": gains, "lr_scale": scale["gains"]},
+    ]
+    if not config.uses("muon"):
+        hidden = {"params": matrices + qkv, "lr_scale": 1.0, "weight_decay": cfg.weight_decay}
+        groups = [g | {"weight_decay": 0.0} for g in adamw if g["params"]]
+        return torch.optim.AdamW(
+            [hidden, *groups],
+            lr=cfg.learning_rate,
+            betas=(cfg.beta1, cfg.beta2),
+            fused=device.type in ("cuda", "cpu"),
+        )
+    muon = [
         {"kind": "muon", "params": matrices, "lr_scale": scale["matrices"], "split": 1},
         {"kind": "muon", "params": qkv, "lr_scale": scale["matrices"], "split": 3},
-        {"kind": "adamw", "params": [head], "lr_scale": scale["head"] * width},
-        {"kind": "adamw", "params": [embedding], "lr_scale": scale["embedding"] * width},
-        {"kind": "adamw", "params": gains, "lr_scale": scale["gains"]},
     ]
     precision = resolve_precision(cfg.precision, device)
     return MuonAdamW(
-        [g for g in groups if g["params"]],
+        [g for g in muon + adamw if g["params"]],
         betas=(cfg.beta1, cfg.beta2),
         ns_dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
     )
