@@ -72,8 +72,10 @@ def modern_optimizer(
     `zero_init` off (gpt2's init) they train at 1x. With `muon` off the blocks' matrices go
     to AdamW as in gpt2 (1x, `weight_decay`) and the whole optimizer is torch's AdamW."""
     config = model.config
-    width = (config.n_embd / 768) ** -0.5 if config.uses("zero_init") else 1.0
-    scale = MODERN_LR_SCALE if config.uses("zero_init") else dict.fromkeys(MODERN_LR_SCALE, 1.0)
+    scale, width = dict(MODERN_LR_SCALE), (config.n_embd / 768) ** -0.5
+    if not config.uses("zero_init"):  # gpt2's scales: the head and embedding at gpt2's 1x
+        scale |= {"head": 1.0, "embedding": 1.0}
+        width = 1.0
     head = model.lm_head.weight  # also the token embedding when tied (untied_head off)
     lookups = [model.transformer[n].weight for n in ("wte", "wpe") if n in model.transformer]
     embeddings = [weight for weight in lookups if weight is not head]
