@@ -65,15 +65,16 @@ class CausalSelfAttention(nn.Module):
             q = F.rms_norm(q, (q.size(-1),)).to(v.dtype)
             k = F.rms_norm(k, (k.size(-1),)).to(v.dtype)
         if cache is not None:
-            k, v = cache.update(self.layer, k, v)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=mask is None and T > 1,
-        )
+            y = cache.attend(self.layer, q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=mask is None and T > 1,
+            )
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -218,8 +219,9 @@ class GPT(nn.Module):
         """The final norm's output (B, T, C): everything but the LM head (and soft cap), which
         decoding applies to the last position only, in its own layout (model/batching.py)."""
         T = idx.size(1)
+        mask = None  # with a cache, the cache attends (model/kv_cache.py)
         if cache is not None:
-            pos, mask, end = cache.positions, cache.mask, cache.end
+            pos, end = cache.positions, cache.end
         else:
             pos = positions(T, pad, idx.device)
             mask = None if pad is None else padding_mask(T, pad, idx.device)

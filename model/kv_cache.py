@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gptforge.model.config import GPTConfig
@@ -58,8 +59,16 @@ class CacheStep:
     own position. The mask is explicit even where plain causal attention would do, so a row
     takes the same attention kernel whatever else is in the batch.
 
-    The mask is float (0 or -inf) rather than boolean and in fp32; under autocast SDPA
-    receives it alongside bf16 queries.
+    A decode step (one new token per row) needs no mask: each row attends to its whole
+    prefix. Rows at one length share one attention call; rows at different lengths attend
+    one by one, each over its own prefix, a view of the cache. One call over all of them
+    would read every row's keys up to the longest row's length (masked, but read), which
+    made a mixed batch's steps cost more than its arithmetic (docs/benchmarks.md).
+
+    A longer forward (a prefill chunk) gets an explicit mask even where plain causal attention
+    would do, so a row takes the same attention kernel whatever else is in the batch. It is
+    float (0 or -inf) rather than boolean and in fp32; under autocast SDPA receives it
+    alongside bf16 queries.
     """
 
     def __init__(self, cache: KVCache, slots: list[int], length: int):
@@ -77,14 +86,17 @@ class CacheStep:
         self.scatter_rows = index.unsqueeze(1)  # (n, 1): where rows of different lengths write
         start = torch.tensor(starts, device=device).unsqueeze(1)
         self.positions = start + torch.arange(length, device=device)  # (n, T)
-        keys = torch.arange(self.end, device=device)
-        hidden = (keys > self.positions.unsqueeze(2)).unsqueeze(1)  # (n, 1, T, end)
-        # Additive, built once per step: every layer would convert a boolean mask again.
-        self.mask = torch.zeros(hidden.shape, device=device).masked_fill_(hidden, -math.inf)
+        self.ends = [s + length for s in starts]
+        self.mask: Tensor | None = None
+        if length > 1:
+            keys = torch.arange(self.end, device=device)
+            hidden = (keys > self.positions.unsqueeze(2)).unsqueeze(1)  # (n, 1, T, end)
+            # Additive, built once per step: every layer would convert a boolean mask again.
+            self.mask = torch.zeros(hidden.shape, device=device).masked_fill_(hidden, -math.inf)
 
-    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store this step's keys/values (n, H, T, D) for `layer`; return each row's keys and
-        values at positions 0 .. end - 1 (beyond a row's own length: masked)."""
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Store this step's keys/values (n, H, T, D) for `layer` and return the attention
+        output (n, H, T, D) of the queries `q` over each row's prefix and new tokens."""
         cache = self.cache
         if self.uniform:
             start = self.end - self.length
@@ -93,7 +105,20 @@ class CacheStep:
         else:
             cache.k[layer, self.scatter_rows, :, self.positions] = k.transpose(1, 2)
             cache.v[layer, self.scatter_rows, :, self.positions] = v.transpose(1, 2)
-        return cache.k[layer, self.rows, :, : self.end], cache.v[layer, self.rows, :, : self.end]
+        keys, values = cache.k[layer], cache.v[layer]
+        if self.mask is None and not self.uniform:
+            rows = zip(self.slots, self.ends, q.split(1), strict=True)
+            return torch.cat(
+                [
+                    F.scaled_dot_product_attention(
+                        row_q, keys[s : s + 1, :, :end], values[s : s + 1, :, :end]
+                    )
+                    for s, end, row_q in rows
+                ]
+            )
+        return F.scaled_dot_product_attention(
+            q, keys[self.rows, :, : self.end], values[self.rows, :, : self.end], attn_mask=self.mask
+        )
 
     def advance(self) -> None:
         for slot in self.slots:
