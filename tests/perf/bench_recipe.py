@@ -1,7 +1,12 @@
-"""The gpt2 recipe against the modern one at equal wall-clock time, on a real corpus.
+"""gpt2 against modern, and modern against itself with each change off, at equal wall-clock time.
 
-Run:  .venv/bin/python tests/perf/bench_recipe.py [--budget 120 ...] [--rounds 2]
+On a real corpus: the gpt2 recipe against the modern one, or with `--ablate` modern against
+itself with each of its changes switched off.
+
+Run:  .venv/bin/python tests/perf/bench_recipe.py [--budgets 120 ...] [--reps 2]
           [--preset tiny] [--precision fp32] [--data DIR] [--recipes gpt2 modern]
+      .venv/bin/python tests/perf/bench_recipe.py --ablate [--budgets 120 ...] [--reps 1]
+          [--variants rotary,softcap,muon+wsd,gpt2]
 
 Builds (once, into --data) a corpus of ~6.5 MB of source text already on this machine: the
 Python standard library's top-level modules plus its asyncio and email packages, ingested
@@ -11,6 +16,13 @@ processes falls on both alike, and prints per run: best val_loss and val_bpb (th
 evaluation, model/evaluate.py), steps, wall seconds, the 1-minute load average before and
 after; then medians and the ratios modern/gpt2, and how long the modern run took to reach
 the gpt2 run's best val_loss (first evaluation at or below it). Asserts nothing.
+
+`--ablate` (leave-one-out, docs/training.md "The ablation"): per budget and repetition, full
+modern, then modern with each change of `--variants` off (`GPTConfig.modern_off`; default:
+every change, then gpt2; `a+b` turns two off together), in reverse order on odd repetitions.
+Prints a table per budget: variant, steps, wall s, best val_loss, val_bpb, the delta of
+val_loss against the same repetition's full modern (positive: turning the change off hurts,
+so it earns its place) and the load; with several repetitions, medians per variant.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from gptforge.model.config import RECIPES, preset
+from gptforge.model.config import MODERN_CHANGES, RECIPES, GPTConfig, preset
 from gptforge.model.train import Callbacks, train
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import IngestConfig
@@ -54,12 +66,19 @@ def corpus(data: Path) -> Path:
     return data
 
 
-def run(data: Path, recipe: str, args: argparse.Namespace, budget: float) -> dict:
+def model_for(variant: str, preset_name: str) -> GPTConfig:
+    """`gpt2`, `modern`, or modern with changes off: `softcap` or `softcap+muon`."""
+    if variant in RECIPES:
+        return preset(preset_name, recipe=variant)
+    return preset(preset_name, recipe="modern", modern_off=tuple(variant.split("+")))
+
+
+def run(data: Path, variant: str, args: argparse.Namespace, budget: float) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(
             data_dir=data,
             out_dir=Path(out),
-            model=preset(args.preset, recipe=recipe),
+            model=model_for(variant, args.preset),
             time_budget=budget,
             precision=args.precision,
             device="cpu",
@@ -71,7 +90,7 @@ def run(data: Path, recipe: str, args: argparse.Namespace, budget: float) -> dic
         wall = time.monotonic() - clock.started
         assert result.best is not None, "the corpus has a val split"
     return {
-        "recipe": recipe,
+        "recipe": variant,
         "budget": budget,
         "val_loss": result.best["val_loss"],
         "val_bpb": result.best["val_bpb"],
@@ -86,22 +105,97 @@ def time_to_reach(evaluations: list[tuple[float, float]], target: float) -> floa
     return next((t for t, loss in evaluations if loss <= target), None)
 
 
+def ablation(data: Path, args: argparse.Namespace) -> None:
+    """Full modern, each variant, in alternating order; one table per budget."""
+    variants = ["modern", *args.variants]
+    for budget in args.budgets:
+        results: list[dict] = []
+        for rep in range(args.reps):
+            for variant in variants if rep % 2 == 0 else variants[::-1]:
+                r = run(data, variant, args, budget) | {"rep": rep}
+                results.append(r)
+                print(
+                    f"budget {budget:g}s rep {rep} {variant:12s} val_loss {r['val_loss']:.4f} "
+                    f"steps {r['steps']} wall {r['wall']:.1f}s",
+                    flush=True,
+                )
+        full = {r["rep"]: r["val_loss"] for r in results if r["recipe"] == "modern"}
+        print(f"\nbudget {budget:g} s, preset {args.preset}, {args.precision}, {cpu_name()}")
+        print("| variant | rep | steps | wall s | best val_loss | val_bpb | vs modern | load |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in sorted(results, key=lambda r: (variants.index(r["recipe"]), r["rep"])):
+            r["delta"] = r["val_loss"] - full[r["rep"]]
+            print(
+                f"| {label(r['recipe'])} | {r['rep'] + 1} | {r['steps']} | {r['wall']:.1f} | "
+                f"{r['val_loss']:.4f} | {r['val_bpb']:.4f} | {r['delta']:+.4f} | "
+                f"{r['load'][0]:.2f} -> {r['load'][1]:.2f} |"
+            )
+        if args.reps > 1:
+            print("\n| variant | median val_loss | median val_bpb | median delta vs modern |")
+            print("|---|---|---|---|")
+            for variant in variants:
+                mine = [r for r in results if r["recipe"] == variant]
+                print(
+                    f"| {label(variant)} | {statistics.median(r['val_loss'] for r in mine):.4f} | "
+                    f"{statistics.median(r['val_bpb'] for r in mine):.4f} | "
+                    f"{statistics.median(r['delta'] for r in mine):+.4f} |"
+                )
+
+
+def label(variant: str) -> str:
+    return variant if variant in RECIPES else f"modern, {variant.replace('+', ' + ')} off"
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), "?")
+
+
+def variant_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in RECIPES and not set(name.split("+")) <= set(MODERN_CHANGES):
+            raise argparse.ArgumentTypeError(
+                f"{name!r}: a variant is gpt2, modern or changes of {', '.join(MODERN_CHANGES)} "
+                "joined by +"
+            )
+    return names
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, nargs="+", default=[120.0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--budgets", "--budget", type=float, nargs="+", default=[120.0])
+    parser.add_argument("--reps", "--rounds", type=int, default=None, help="2; --ablate: 1")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--eval-interval", type=int, default=50)
     parser.add_argument("--recipes", nargs=2, default=["gpt2", "modern"], choices=RECIPES)
+    parser.add_argument("--ablate", action="store_true", help="modern with each change off")
+    parser.add_argument(
+        "--variants",
+        type=variant_list,
+        default=[*MODERN_CHANGES, "gpt2"],
+        help="--ablate: comma-separated changes to turn off one at a time (a+b: together), "
+        "gpt2; default: every change, then gpt2",
+    )
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "bench-recipe")
+    parser.add_argument("--quick", action="store_true", help="one 15 s budget, one repetition")
     args = parser.parse_args()
+    args.reps = args.reps or (1 if args.ablate else 2)
+    if args.quick:
+        args.budgets, args.reps = [15.0], 1
     data = corpus(args.data)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, data {data}")
+    if args.ablate:
+        ablation(data, args)
+        return 0
     base, other = args.recipes
-    for budget in args.budget:
+    for budget in args.budgets:
         results: list[dict] = []
-        for round_ in range(args.rounds):
+        for round_ in range(args.reps):
             for recipe in (base, other):
                 r = run(data, recipe, args, budget)
                 results.append(r)
