@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from browser import CHROMIUM, dump_dom, screenshot, visible_text
+from served import served
 from test_servers import free_port
 from train_helpers import micro_config
 
@@ -35,48 +36,30 @@ import json, sys, time
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
-deadline = time.monotonic() + 120
-deployment, parameters = "generate/gptforge-generate", json.loads(sys.argv[1])
-while True:  # `serve` registers the deployment a few seconds after it starts
-    try:
-        run = run_deployment(deployment, parameters=parameters, timeout=0)
-        break
-    except Exception:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(2)
+run = run_deployment("generate/gptforge-generate", parameters=json.loads(sys.argv[1]), timeout=0)
 with get_client(sync_client=True) as client:
     while not (run := client.read_flow_run(run.id)).state.is_final():
-        time.sleep(2)
+        time.sleep(0.5)
 print(run.id, run.name, run.state.type.value)
 """
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Local servers on free ports, and `gptforge serve` against them, as a user starts them."""
+    """Local servers on free ports, and `gptforge serve` against them, as a user starts them,
+    once it has registered its deployments (the API then finds the generate one)."""
     home = tmp_path_factory.mktemp("browser-home")
     servers.up(home, prefect_port=free_port(), mlflow_port=free_port())
     env = os.environ | QUIET_ENV | {"GPTFORGE_HOME": str(home)}
     for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
-    log = open(home / "serve.log", "w")  # noqa: SIM115 - closed after the process
-    serving = subprocess.Popen(
-        [str(GPTFORGE), "serve"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    api = servers.active_urls(home)["PREFECT_API_URL"]
+    registered = f"{api}/deployments/name/generate/gptforge-generate"
+    command, log = [str(GPTFORGE), "serve"], home / "serve.log"
     try:
-        yield home
+        with served(command, registered, log, env, timeout=300, stop_signal=signal.SIGINT):
+            yield home
     finally:
-        os.killpg(serving.pid, signal.SIGINT)
-        try:
-            serving.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serving.pid, signal.SIGKILL)
-        log.close()
         servers.down(home)
 
 

@@ -7,10 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import AssessmentSource
+from served import served
 from train_helpers import micro_config
 
 from gptforge.flows.cli import main
@@ -305,22 +303,8 @@ def test_mlflow_models_serve_answers_with_params_over_http(
     env = os.environ | QUIET_ENV | {"MLFLOW_TRACKING_URI": mlflow_uri(), "PATH": path}
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", registered["uri"]]
     command += ["--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "-w", "1"]
-    log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2)
-                break
-            except OSError:
-                alive = time.monotonic() < deadline and server.poll() is None
-                assert alive, log.read_text()[-3000:]
-                time.sleep(1)
+    with served(command, f"{url}/ping", tmp_path / "serve.log", env):
         params = {"do_sample": False, "max_new_tokens": 3, "num_return_sequences": 2}
         model = mlflow.pyfunc.load_model(registered["uri"])
         prompts = ["The model", "Data flows"]
@@ -337,13 +321,6 @@ def test_mlflow_models_serve_answers_with_params_over_http(
         greedy = {"do_sample": False}
         answer = _post(f"{url}/invocations", {"dataframe_records": rows, "params": greedy})
         assert answer["predictions"] == model.predict(pd.DataFrame(rows), params=greedy)
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
 
 
 def _post(url: str, payload: dict) -> dict:

@@ -6,7 +6,6 @@ PostgreSQL, and nothing in SQLite."""
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import pwd
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from served import start, stop, wait_until_answers
 
 from gptforge.flows import servers
 from gptforge.flows.home import QUIET_ENV
@@ -54,32 +54,6 @@ def as_server_user() -> dict:
 
 def connect(port: int, database: str):
     return psycopg2.connect(host=servers.HOST, port=port, user=ROLE, dbname=database)
-
-
-def start(command: list[str], log: Path, env: dict | None = None, **user) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the stop below reaches workers
-            **user,
-        )
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """Signal the process group, SIGKILL what is left of it after 20 s."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=20)
-    while servers.group_members(proc.pid):  # the leader or its workers (uvicorn, backends)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        time.sleep(0.2)
-    proc.wait()
 
 
 @pytest.fixture
@@ -144,7 +118,8 @@ def query(port: int, database: str, sql: str, *params) -> list[tuple]:
 def test_pipeline_runs_land_in_postgres(postgres: dict, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env |= QUIET_ENV | {"GPTFORGE_HOME": str(tmp_path / "home")}
-    prefect_port, mlflow_port = servers.free_port(), servers.free_port()
+    ports = {"prefect": servers.free_port(), "mlflow": servers.free_port()}
+    prefect_port, mlflow_port = ports["prefect"], ports["mlflow"]
     prefect_env = env | {
         "PREFECT_HOME": str(tmp_path / "prefect-server"),
         "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{postgres['url']}/prefect",
@@ -167,10 +142,10 @@ def test_pipeline_runs_land_in_postgres(postgres: dict, tmp_path: Path) -> None:
         ),
     }
     try:
-        deadline = time.monotonic() + 300  # both create their schemas on first start
-        for name, port in (("prefect", prefect_port), ("mlflow", mlflow_port)):
-            url, log = f"http://{servers.HOST}:{port}", str(tmp_path / f"{name}.log")
-            servers.wait_healthy(name, {"pid": started[name].pid, "url": url, "log": log}, deadline)
+        for name, health in (("prefect", "api/health"), ("mlflow", "health")):
+            url = f"http://{servers.HOST}:{ports[name]}/{health}"
+            # both create their schemas on first start
+            wait_until_answers(url, started[name], tmp_path / f"{name}.log", timeout=300)
         docs = tmp_path / "docs"
         docs.mkdir()
         for page in sorted((REPO / "docs").glob("*.md"))[:4]:  # text only: no OCR

@@ -4,11 +4,7 @@ traces, and one trace shows its code scores and a human rating (headless Chromiu
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +12,7 @@ import mlflow
 import pytest
 from browser import CHROMIUM, dump_dom, screenshot, visible_text
 from mlflow.entities import AssessmentSource
+from served import served
 from train_helpers import micro_config
 
 from gptforge.flows.generate import generate_flow
@@ -41,29 +38,9 @@ def mlflow_ui(gptforge_home: Path) -> Iterator[str]:
     env = os.environ | QUIET_ENV | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_uri()]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    log = open(gptforge_home / "mlflow-ui.log", "w")  # noqa: SIM115 - closed after the server
-    server = subprocess.Popen(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("mlflow server did not start") from None
-                time.sleep(1)
+    with served(command, f"{url}/health", gptforge_home / "mlflow-ui.log", env, timeout=120):
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_the_traces_tab_lists_a_jobs_traces_and_one_traces_assessments(
