@@ -87,6 +87,21 @@ def own_children(proc: subprocess.Popen, home: Path) -> set[int]:
     }
 
 
+def training_logged(proc: subprocess.Popen, out: Path, tracking_uri: str) -> str:
+    """Wait until the run has a train_loss in MLflow: the loop is running, its end far off.
+    A precise event, where a fixed sleep is too short on a busy machine and long on a quiet one."""
+    run_file, client = out / "mlflow_run.json", mlflow.MlflowClient(tracking_uri)
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None, f"ended before it could be interrupted:\n{finish(proc)[1]}"
+        assert time.monotonic() < deadline, "no train_loss logged in 300 s"
+        if run_file.exists():
+            run_id = json.loads(run_file.read_text())["mlflow_run_id"]
+            if client.get_metric_history(run_id, "train_loss"):
+                return run_id
+        time.sleep(0.2)
+
+
 def group_gone(pgid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while servers.group_members(pgid):
@@ -152,14 +167,9 @@ def test_servers_killed_during_training_are_restarted_and_the_run_completes(
     out = tmp_path / "run"
     trainer = gptforge(
         "train", "--data", str(token_data), "--out", str(out), "--max-steps", "60",
-        "--batch-size", "2", env=user_env,
+        "--batch-size", "2", "--eval-tokens", "512", env=user_env,
     )  # fmt: skip
-    deadline = time.monotonic() + 180
-    while not (out / "mlflow_run.json").exists():
-        assert trainer.poll() is None and time.monotonic() < deadline, trainer.communicate()[0]
-        time.sleep(0.5)
-    time.sleep(2)
-    assert trainer.poll() is None, "training ended before the servers could be killed"
+    training_logged(trainer, out, servers.active_urls(home)["MLFLOW_TRACKING_URI"])
     for info in up["servers"].values():
         os.killpg(info["pid"], signal.SIGKILL)
 
@@ -183,9 +193,11 @@ def test_sigterm_stops_training_at_a_checkpoint_and_resume_ends_where_a_straight
         "--data",
         str(token_data),
         "--max-steps",
-        "300",
+        "100",
         "--batch-size",
         "2",
+        "--eval-tokens",
+        "512",
         "--checkpoint-interval",
         "1000",
         "--seed",
@@ -194,10 +206,8 @@ def test_sigterm_stops_training_at_a_checkpoint_and_resume_ends_where_a_straight
     ]
     out = tmp_path / "stopped"
     trainer = gptforge("train", *common, "--out", str(out), env=user_env)
-    while not (out / "mlflow_run.json").exists():
-        assert trainer.poll() is None, trainer.communicate()[0]
-        time.sleep(0.2)
-    time.sleep(1)
+    tracking_uri = f"sqlite:///{user_env['GPTFORGE_HOME']}/mlflow.db"
+    run_id = training_logged(trainer, out, tracking_uri)
     children = own_children(trainer, Path(user_env["GPTFORGE_HOME"]))
     trainer.send_signal(signal.SIGTERM)
     code, output = finish(trainer, timeout=60)
@@ -211,8 +221,7 @@ def test_sigterm_stops_training_at_a_checkpoint_and_resume_ends_where_a_straight
         for p in children
         if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
     ], "a child was left behind"
-    run_id = json.loads((out / "mlflow_run.json").read_text())["mlflow_run_id"]
-    mlflow.set_tracking_uri(f"sqlite:///{user_env['GPTFORGE_HOME']}/mlflow.db")
+    mlflow.set_tracking_uri(tracking_uri)
     assert mlflow.MlflowClient().get_run(run_id).info.status == "KILLED"
 
     code, output = finish(gptforge("train", *common, "--out", str(out), "--resume", env=user_env))

@@ -41,7 +41,9 @@ def run(sources: Path, data: Path, **overrides) -> dict:
 
 def test_schedule_day_trains_skips_then_retrains(prefect, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    shutil.copytree(REPO / "docs", docs)
+    docs.mkdir()
+    for page in (REPO / "docs").glob("*.md"):  # text: the screenshots would only add OCR time
+        shutil.copy(page, docs)
     data = tmp_path / "data"
 
     first = run(docs, data)

@@ -84,7 +84,7 @@ def wait_for(ready: Callable[[], object], timeout: float, log: Path, proc=None) 
             pytest.fail(f"serve exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out; serve's output:\n{log.read_text()[-3000:]}")
-        time.sleep(1)
+        time.sleep(0.2)
     return found
 
 
@@ -120,7 +120,8 @@ def test_a_changed_dataset_trains_and_the_new_version_is_evaluated(
     with serving(user_env, log, "--retrain-on-change") as serve, api(user_env) as client:
         # As a user would in the UI: small training defaults for the train deployment.
         train = client.read_deployment_by_name("train/gptforge-train")
-        tiny = {"model_overrides": MICRO, "max_steps": 2, "batch_size": 2, "eval_interval": 2}
+        tiny = {"model_overrides": MICRO, "max_steps": 2, "batch_size": 2}
+        tiny |= {"eval_interval": 2, "eval_tokens": 512}
         client.update_deployment(train.id, DeploymentUpdate(parameters=tiny))
         # A version registered outside the train deployment (a CLI run) is not evaluated.
         emitted = subprocess.run(
@@ -153,13 +154,14 @@ def test_a_changed_dataset_trains_and_the_new_version_is_evaluated(
             "experiment": "gptforge",
             **EVALUATION,
         }
-        if CHROMIUM.exists():  # the chain in the UI (GPTFORGE_SCREENSHOTS=docs/img keeps them)
+        if CHROMIUM.exists():  # the chain in the UI (GPTFORGE_SCREENSHOTS=docs/img: screenshots)
             ui = api_url(user_env).removesuffix("/api")
             feed = visible_text(dump_dom(f"{ui}/events", budget_ms=20000))
             assert "Deployment gptforge-generate Automation evaluate a retrained model" in feed
-            shots = Path(os.environ.get("GPTFORGE_SCREENSHOTS", tmp_path))
-            screenshot(f"{ui}/automations", shots / "prefect-automations.png", budget_ms=20000)
-            screenshot(f"{ui}/events", shots / "prefect-events.png", budget_ms=20000)
+            if shots := os.environ.get("GPTFORGE_SCREENSHOTS"):
+                for page in ("automations", "events"):
+                    path = Path(shots) / f"prefect-{page}.png"
+                    screenshot(f"{ui}/{page}", path, budget_ms=20000)
         down = gptforge("down", env=user_env)
         assert down.stdout.strip() == "stopped: serve, prefect", down.stdout + down.stderr
         assert serve.wait(timeout=10) == 0
