@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import MICRO, micro_config, weights
+from train_helpers import MICRO, assert_cache_decodes_as_no_cache, micro_config, scrambled, weights
 
 from gptforge.model.checkpoint import load_model, resolve_checkpoint
 from gptforge.model.config import GPTConfig
@@ -34,21 +34,7 @@ SMALL = GPTConfig(
     tokenizer_vocab_size=500,
     recipe="modern",
 )
-PROMPTS = [[5, 17, 42, 7, 99, 3, 250, 11], [8], [300, 301, 302, 303, 304], [77, 78]]
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def scrambled(seed: int = 0) -> GPT:
-    """A modern model with every weight random: its zero-initialised projections would make
-    each block the identity, and a cache test of that would prove nothing."""
-    torch.manual_seed(seed)
-    model = GPT(SMALL).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(std=0.2)
-    return model
 
 
 def test_modern_trains(token_data: Path, tmp_path: Path) -> None:
@@ -96,7 +82,7 @@ def test_only_gpt2_converts_to_hugging_face() -> None:
 
 def test_kv_cache_slots_equal_the_full_forward() -> None:
     """Rotary positions come from each slot's own length."""
-    model = scrambled()
+    model = scrambled(SMALL, 0)
     idx = torch.randint(0, 500, (2, 12))
     full, _ = model(idx)
     cache = KVCache(SMALL, 2, 12)
@@ -108,14 +94,7 @@ def test_kv_cache_slots_equal_the_full_forward() -> None:
 
 
 def test_kv_cache_generation_equals_no_cache() -> None:
-    model = scrambled(1)
-    for sampling in (
-        SamplingConfig(do_sample=False, max_new_tokens=16, eos_token_id=()),
-        SamplingConfig(temperature=0.9, top_k=40, max_new_tokens=16, seed=3, eos_token_id=()),
-    ):
-        cached = generate(model, PROMPTS, sampling)
-        recomputed = generate(model, PROMPTS, sampling, no_cache=True)
-        assert [g.tokens for g in cached] == [g.tokens for g in recomputed]
+    assert_cache_decodes_as_no_cache(scrambled(SMALL, 1), new_tokens=16)
 
 
 def test_muon_takes_the_block_matrices_and_adamw_the_rest() -> None:

@@ -13,20 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from train_helpers import MICRO, micro_config, weights
+from train_helpers import MICRO, assert_cache_decodes_as_no_cache, micro_config, scrambled, weights
 
 from gptforge.model.checkpoint import load_model, resolve_checkpoint
 from gptforge.model.config import MODERN_CHANGES, GPTConfig
-from gptforge.model.generate import generate
 from gptforge.model.gpt import GPT, SOFT_CAP
 from gptforge.model.muon import MuonAdamW
 from gptforge.model.optim import lr_at, make_optimizer
-from gptforge.model.sampling_config import SamplingConfig
 from gptforge.model.train import train
 from gptforge.pipeline.config import ConfigError
 
 MODERN = replace(MICRO, recipe="modern")
-PROMPTS = [[5, 17, 42, 7, 99, 3, 250, 11], [8], [300, 301, 302, 303, 304], [77, 78]]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -176,16 +173,6 @@ def test_wsd_off_is_the_cosine_schedule(tmp_path: Path) -> None:
     assert lr_at(55, cosine) == pytest.approx(5.5e-4) and lr_at(55, wsd) == pytest.approx(1e-3)
 
 
-def scrambled(config: GPTConfig, seed: int) -> GPT:
-    """Every weight random, so zero-initialised projections do not make blocks the identity."""
-    torch.manual_seed(seed)
-    model = GPT(replace(config, vocab_size=512, tokenizer_vocab_size=500)).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(std=0.2)
-    return model
-
-
 @pytest.mark.parametrize("change", MODERN_CHANGES)
 def test_each_variant_trains_saves_loads_and_decodes_with_the_cache(
     change: str, token_data: Path, tmp_path: Path
@@ -197,14 +184,8 @@ def test_each_variant_trains_saves_loads_and_decodes_with_the_cache(
     saved = json.loads((resolve_checkpoint(tmp_path) / "config.json").read_text())
     assert saved["modern_off"] == [change]
     assert load_model(result.weights).config == config
-    model = scrambled(config, seed=MODERN_CHANGES.index(change))
-    for sampling in (
-        SamplingConfig(do_sample=False, max_new_tokens=12, eos_token_id=()),
-        SamplingConfig(temperature=0.9, top_k=40, max_new_tokens=12, seed=3, eos_token_id=()),
-    ):
-        cached = generate(model, PROMPTS, sampling)
-        recomputed = generate(model, PROMPTS, sampling, no_cache=True)
-        assert [g.tokens for g in cached] == [g.tokens for g in recomputed]
+    small = replace(config, vocab_size=512, tokenizer_vocab_size=500)
+    assert_cache_decodes_as_no_cache(scrambled(small, MODERN_CHANGES.index(change)), new_tokens=12)
 
 
 def test_every_change_off_is_the_gpt2_recipe_bit_for_bit(token_data: Path, tmp_path: Path) -> None:
