@@ -69,7 +69,9 @@ def serving(env: dict[str, str], log: Path, *options: str) -> Iterator[subproces
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
-        wait_for(lambda: "gptforge-pipeline" in log.read_text(), 180, log, proc)
+        # Prefect prints this once the deployments are registered. Not a deployment's name:
+        # serve names them earlier (a kept schedule), before it handles Ctrl-C as a stop.
+        wait_for(lambda: "deployments are being served" in log.read_text(), 180, log, proc)
         yield proc
     finally:
         if proc.poll() is None:
