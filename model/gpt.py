@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptforge.model.config import GPTConfig
+from gptforge.model.head_loss import head_loss
 from gptforge.model.kv_cache import CacheStep, padding_mask, positions
 from gptforge.model.rotary import Rotary, rotate
 
@@ -195,23 +196,21 @@ class GPT(nn.Module):
         cache: CacheStep | None = None,
         pad: Tensor | None = None,
         last_only: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Logits (B, T, V) and, given targets, the mean cross-entropy in fp32.
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Logits (B, T, V), or given targets only the mean cross-entropy in fp32 (target -1
+        is skipped), computed without ever holding all the logits (model/head_loss.py).
 
         `cache` makes this an incremental step of the cache's slots, each from its own length;
         `pad` (B,) counts each row's left padding when there is no cache. `last_only`
         computes logits for the final position only: what generation needs.
         """
         x = self.hidden(idx, cache=cache, pad=pad)
+        if targets is not None:
+            cap = SOFT_CAP if self.config.uses("softcap") else None
+            return None, head_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), cap)
         if last_only:
             x = x[:, -1:]
-        logits = self.soft_cap(self.lm_head(x))
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
-        )
-        return logits, loss
+        return self.soft_cap(self.lm_head(x)), None
 
     def hidden(
         self, idx: Tensor, *, cache: CacheStep | None = None, pad: Tensor | None = None

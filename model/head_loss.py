@@ -1,0 +1,98 @@
+"""The output layer, the soft cap and the cross-entropy in one pass over row chunks.
+
+For a small model on a CPU the output layer is most of a training step: `tiny`'s blocks hold
+0.4 M parameters, its 50,304-wide head 6.4 M, and a batch of 8 x 128 tokens has 51 M logits
+(206 MB in fp32). Computed the plain way, every elementwise pass over them (the cap's divide,
+tanh and multiply, log-softmax, and each of their backward passes) streams that whole tensor
+through memory and allocates a new one. Here the logits exist one chunk of rows at a time:
+each chunk's loss and its gradient (softmax minus one-hot, times the cap's derivative) are
+computed together while the chunk is in cache, and turned at once into the chunk's share of
+the input's and the weight's gradients. Backward then only scales them by the incoming
+gradient (the loss is a scalar). The same idea as Liger Kernel's fused linear cross-entropy.
+
+Numerically this is the plain computation: the matmuls run in the autocast dtype when autocast
+is on (as `nn.Linear` would; the gradient's in fp32 under fp16), everything after them in fp32,
+the weight's gradient accumulates in fp32. Chunk boundaries are fixed by the shapes alone, so
+results are deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Logits of one chunk stay under this many values (fp32: 4 bytes each). Measured in
+# tests/perf/bench_head_loss.py (docs/training.md "One optimizer step").
+CHUNK_LOGITS = 2**22
+IGNORE_INDEX = -1
+
+
+def chunk_rows(vocab: int) -> int:
+    return max(1, CHUNK_LOGITS // vocab)
+
+
+class HeadLoss(torch.autograd.Function):
+    """mean over targets != IGNORE_INDEX of cross_entropy(cap(x @ weight.T), targets)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, targets: Tensor, cap: float | None) -> Tensor:  # noqa: ANN001
+        device = x.device.type
+        dtype = (
+            torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        )
+        need_grads = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        valid = targets != IGNORE_INDEX
+        count = valid.sum()
+        w = weight.to(dtype)
+        # fp16's range would flush small gradients to zero before GradScaler's scale reaches
+        # them (it arrives in backward), so with fp16 the gradient matmuls run in fp32.
+        grad_dtype = torch.float32 if dtype == torch.float16 else dtype
+        w_grad = weight.to(grad_dtype)
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        grad_x = torch.empty_like(x) if need_grads else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_grads else None
+        # With no target at all the mean is 0/0, as in F.cross_entropy: nan.
+        scale = 1.0 / count.clamp(min=1).float()
+        step = chunk_rows(weight.size(0))
+        with torch.autocast(device, enabled=False):
+            for start in range(0, x.size(0), step):
+                xc = x[start : start + step].to(dtype)
+                tc = targets[start : start + step]
+                vc = valid[start : start + step]
+                rows = torch.arange(xc.size(0), device=x.device)
+                logits = (xc @ w.t()).float()
+                squash = None
+                if cap is not None:
+                    squash = logits.mul_(1.0 / cap).tanh_()
+                    logits = squash * cap
+                lse = torch.logsumexp(logits, dim=1)
+                picked = logits[rows, tc.clamp(min=0)]
+                total += ((lse - picked) * vc).sum()
+                if not need_grads:
+                    continue
+                # d loss / d logits = (softmax - one-hot) / count, zero on ignored rows
+                probs = logits.sub_(lse[:, None]).exp_()
+                probs[rows, tc.clamp(min=0)] -= 1.0
+                probs.mul_((vc * scale)[:, None])
+                if squash is not None:  # d cap*tanh(z/cap) / dz = 1 - tanh(z/cap)^2
+                    probs.addcmul_(probs * squash, squash, value=-1.0)
+                g = probs.to(grad_dtype)
+                grad_x[start : start + step] = g @ w_grad
+                if grad_dtype == torch.float32:
+                    grad_w.addmm_(g.t(), xc.float())
+                else:
+                    grad_w += (g.t() @ xc).float()
+        if need_grads:
+            ctx.save_for_backward(grad_x, grad_w.to(weight.dtype))
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+        grad_x, grad_w = ctx.saved_tensors
+        return grad_x * grad_out, grad_w * grad_out, None, None
+
+
+def head_loss(x: Tensor, weight: Tensor, targets: Tensor, cap: float | None) -> Tensor:
+    """The mean cross-entropy of `cap * tanh((x @ weight.T) / cap)` (no cap: the raw logits)
+    against `targets`; x (N, C), weight (V, C), targets (N,) with IGNORE_INDEX skipped."""
+    return HeadLoss.apply(x, weight, targets, cap)
