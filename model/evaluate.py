@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from gptforge.model.checkpoint import load_model
 from gptforge.model.data import Dataset, TokenWindows
@@ -30,7 +29,8 @@ from gptforge.pipeline.tokenizer import token_byte_lengths
 # The default evaluation: the whole val split up to this many tokens (a few seconds for the
 # `tiny` model on two CPU cores; docs/training.md). `eval_tokens` sets another size.
 EVAL_TOKENS_CAP = 32_768
-# Logits of one scoring pass stay under this many values (fp32: 4 bytes each).
+# Windows scored per pass: as many as would give this many logits (which are only ever held
+# a chunk at a time, model/head_loss.py); fixed by the model's shape, so results are too.
 MAX_LOGITS = 2**24
 
 
@@ -70,12 +70,7 @@ def evaluate(
     sums = torch.zeros(4, dtype=torch.float64)
     for first in range(rank * rows, count, rows * size):
         x, y = windows.fixed(first, min(rows, count - first))
-        logits, _ = model(x.to(device))
-        nats = (
-            F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(), reduction="none")
-            .double()
-            .cpu()
-        )
+        nats = model.token_nats(x.to(device), y.to(device)).flatten().double().cpu()
         nbytes = byte_lengths[y.flatten()]
         sums += torch.stack(
             [nats.sum(), nats[nbytes > 0].sum(), torch.tensor(y.numel()), nbytes.sum()]

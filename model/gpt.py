@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptforge.model.config import GPTConfig
-from gptforge.model.head_loss import head_loss
+from gptforge.model.head_loss import head_loss, token_nats
 from gptforge.model.kv_cache import CacheStep, padding_mask, positions
 from gptforge.model.rotary import Rotary, rotate
 
@@ -182,11 +182,24 @@ class GPT(nn.Module):
             n -= self.transformer.wte.weight.numel()
         return n
 
+    @property
+    def cap(self) -> float | None:
+        return SOFT_CAP if self.config.uses("softcap") else None
+
     def soft_cap(self, logits: Tensor) -> Tensor:
         """modern: logits squashed into (-SOFT_CAP, SOFT_CAP) in fp32; gpt2: unchanged."""
-        if not self.config.uses("softcap"):
+        if self.cap is None:
             return logits
         return SOFT_CAP * torch.tanh(logits.float() / SOFT_CAP)
+
+    @torch.no_grad()
+    def token_nats(self, idx: Tensor, targets: Tensor) -> Tensor:
+        """Cross-entropy of each target (B, T) in fp32, the logits held a chunk at a time:
+        what the evaluation sums (model/evaluate.py)."""
+        nats = token_nats(
+            self.hidden(idx).flatten(0, 1), self.lm_head.weight, targets.flatten(), self.cap
+        )
+        return nats.view(targets.shape)
 
     def forward(
         self,
@@ -206,8 +219,8 @@ class GPT(nn.Module):
         """
         x = self.hidden(idx, cache=cache, pad=pad)
         if targets is not None:
-            cap = SOFT_CAP if self.config.uses("softcap") else None
-            return None, head_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), cap)
+            loss = head_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), self.cap)
+            return None, loss
         if last_only:
             x = x[:, -1:]
         return self.soft_cap(self.lm_head(x)), None

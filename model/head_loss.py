@@ -18,6 +18,9 @@ results are deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -31,19 +34,62 @@ def chunk_rows(vocab: int) -> int:
     return max(1, CHUNK_LOGITS // vocab)
 
 
+def compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
+    """What `nn.Linear` would multiply in: autocast's dtype when it is on."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+
+
+@dataclass
+class Chunk:
+    """One chunk of rows: its input, its (capped) fp32 logits, and the logits' logsumexp."""
+
+    start: int
+    x: Tensor
+    logits: Tensor
+    squash: Tensor | None  # tanh(z / cap), kept for the cap's derivative
+    lse: Tensor
+    picked: Tensor  # the target's logit per row (row 0's for an ignored target)
+
+
+def chunks(
+    x: Tensor, weight: Tensor, targets: Tensor, cap: float | None, dtype: torch.dtype
+) -> Iterator[Chunk]:
+    w = weight.to(dtype)
+    step = chunk_rows(weight.size(0))
+    for start in range(0, x.size(0), step):
+        xc = x[start : start + step].to(dtype)
+        logits = (xc @ w.t()).float()
+        squash = None
+        if cap is not None:
+            squash = logits.mul_(1.0 / cap).tanh_()
+            logits = squash * cap
+        rows = torch.arange(xc.size(0), device=x.device)
+        tc = targets[start : start + xc.size(0)].clamp(min=0)
+        yield Chunk(start, xc, logits, squash, torch.logsumexp(logits, dim=1), logits[rows, tc])
+
+
+@torch.no_grad()
+def token_nats(x: Tensor, weight: Tensor, targets: Tensor, cap: float | None) -> Tensor:
+    """Cross-entropy per row of `cap(x @ weight.T)` against `targets`, in fp32 (N,): what the
+    evaluation sums, with the logits held one chunk at a time."""
+    nats = torch.empty(x.size(0), dtype=torch.float32, device=x.device)
+    with torch.autocast(x.device.type, enabled=False):
+        for c in chunks(x, weight, targets, cap, compute_dtype(x, weight)):
+            nats[c.start : c.start + c.x.size(0)] = c.lse - c.picked
+    return nats
+
+
 class HeadLoss(torch.autograd.Function):
     """mean over targets != IGNORE_INDEX of cross_entropy(cap(x @ weight.T), targets)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, targets: Tensor, cap: float | None) -> Tensor:  # noqa: ANN001
-        device = x.device.type
-        dtype = (
-            torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
-        )
+        dtype = compute_dtype(x, weight)
         need_grads = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         valid = targets != IGNORE_INDEX
-        count = valid.sum()
-        w = weight.to(dtype)
+        # With no target at all the mean is 0/0, as in F.cross_entropy: nan.
+        scale = 1.0 / valid.sum().clamp(min=1).float()
         # fp16's range would flush small gradients to zero before GradScaler's scale reaches
         # them (it arrives in backward), so with fp16 the gradient matmuls run in fp32.
         grad_dtype = torch.float32 if dtype == torch.float16 else dtype
@@ -51,37 +97,26 @@ class HeadLoss(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=x.device)
         grad_x = torch.empty_like(x) if need_grads else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_grads else None
-        # With no target at all the mean is 0/0, as in F.cross_entropy: nan.
-        scale = 1.0 / count.clamp(min=1).float()
-        step = chunk_rows(weight.size(0))
-        with torch.autocast(device, enabled=False):
-            for start in range(0, x.size(0), step):
-                xc = x[start : start + step].to(dtype)
-                tc = targets[start : start + step]
-                vc = valid[start : start + step]
-                rows = torch.arange(xc.size(0), device=x.device)
-                logits = (xc @ w.t()).float()
-                squash = None
-                if cap is not None:
-                    squash = logits.mul_(1.0 / cap).tanh_()
-                    logits = squash * cap
-                lse = torch.logsumexp(logits, dim=1)
-                picked = logits[rows, tc.clamp(min=0)]
-                total += ((lse - picked) * vc).sum()
+        with torch.autocast(x.device.type, enabled=False):
+            for c in chunks(x, weight, targets, cap, dtype):
+                end = c.start + c.x.size(0)
+                vc = valid[c.start : end]
+                total += ((c.lse - c.picked) * vc).sum()
                 if not need_grads:
                     continue
                 # d loss / d logits = (softmax - one-hot) / count, zero on ignored rows
-                probs = logits.sub_(lse[:, None]).exp_()
-                probs[rows, tc.clamp(min=0)] -= 1.0
+                probs = c.logits.sub_(c.lse[:, None]).exp_()
+                rows = torch.arange(c.x.size(0), device=x.device)
+                probs[rows, targets[c.start : end].clamp(min=0)] -= 1.0
                 probs.mul_((vc * scale)[:, None])
-                if squash is not None:  # d cap*tanh(z/cap) / dz = 1 - tanh(z/cap)^2
-                    probs.addcmul_(probs * squash, squash, value=-1.0)
+                if c.squash is not None:  # d cap*tanh(z/cap) / dz = 1 - tanh(z/cap)^2
+                    probs.addcmul_(probs * c.squash, c.squash, value=-1.0)
                 g = probs.to(grad_dtype)
-                grad_x[start : start + step] = g @ w_grad
+                grad_x[c.start : end] = g @ w_grad
                 if grad_dtype == torch.float32:
-                    grad_w.addmm_(g.t(), xc.float())
+                    grad_w.addmm_(g.t(), c.x.float())
                 else:
-                    grad_w += (g.t() @ xc).float()
+                    grad_w += (g.t() @ c.x).float()
         if need_grads:
             ctx.save_for_backward(grad_x, grad_w.to(weight.dtype))
         return total * scale
