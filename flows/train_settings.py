@@ -31,7 +31,8 @@ def train_config(
 ) -> TrainConfig:
     """The validated TrainConfig: the model from its preset, overrides and recipe, a fresh
     checkpoint directory when none is given; every other setting goes to TrainConfig as it is.
-    The recipe is set after TrainConfig chose the model, so a time budget still sizes it."""
+    The recipe is set after TrainConfig chose the model, so a time budget still sizes a modern
+    one; a gpt2 one stays `tiny` unless told otherwise."""
     for own in ("recipe", "modern_off"):
         if own in (model_overrides or {}):
             raise ConfigError("model_overrides", f"the {own} is a setting of its own: {own}")
@@ -50,7 +51,8 @@ def train_config(
     )
     model = replace(cfg.model, recipe=recipe, modern_off=modern_off)
     if model != cfg.model:
-        cfg = replace(cfg, model=model)
+        # gpt2 keeps the size it always had (`tiny`) when none is given, budget or not.
+        cfg = replace(cfg, model=model, size_for_budget=cfg.size_for_budget and recipe != "gpt2")
     if out:
         return cfg
     from gptforge.model.data import Dataset  # torch: only once the settings are known to be good

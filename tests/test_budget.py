@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from train_helpers import MICRO, micro_config
 
+from gptforge.flows.train_settings import train_config
 from gptforge.model import budget
 from gptforge.model.budget import Speed, block_parameters, steps_for
 from gptforge.model.checkpoint import TRAINER_STATE, resolve_checkpoint
-from gptforge.model.config import GPTConfig
+from gptforge.model.config import GPTConfig, preset
 from gptforge.model.interrupt import StopRequest, TrainingInterrupted
 from gptforge.model.train import Callbacks, train
 from gptforge.model.train_config import TrainConfig
@@ -67,6 +68,14 @@ def test_without_a_model_the_budget_chooses_one(token_data: Path, tmp_path: Path
     assert cfg.size_for_budget
     result = train(cfg)
     assert "model: " in result.budget_plan and "block parameters" in result.budget_plan
+
+
+def test_only_the_modern_recipe_is_sized(tmp_path: Path) -> None:
+    """`--recipe gpt2` keeps the size it always had; the budget sizes the default recipe."""
+    sized = train_config(str(tmp_path), str(tmp_path / "out"), time_budget=60)
+    assert sized.size_for_budget and sized.model.recipe == "modern"
+    gpt2 = train_config(str(tmp_path), str(tmp_path / "out"), recipe="gpt2", time_budget=60)
+    assert not gpt2.size_for_budget and gpt2.model == preset("tiny", recipe="gpt2")
 
 
 def test_a_stopped_budgeted_run_resumes_to_the_steps_it_planned(

@@ -3,8 +3,8 @@
 On a real corpus: the gpt2 recipe against the modern one, or with `--ablate` modern against
 itself with each of its changes switched off.
 
-Run:  .venv/bin/python tests/perf/bench_recipe.py [--budgets 120 ...] [--reps 2]
-          [--preset tiny] [--precision fp32] [--data DIR] [--recipes gpt2 modern]
+Run:  .venv/bin/python tests/perf/bench_recipe.py [--budgets 120 300] [--reps 2]
+          [--preset tiny] [--precision fp32] [--data DIR] [--recipes gpt2 sized]
       .venv/bin/python tests/perf/bench_recipe.py --ablate [--budgets 120 ...] [--reps 1]
           [--variants rotary,softcap,muon+wsd,gpt2]
 
@@ -15,17 +15,22 @@ packages installed beside gptforge (`.py`, `.pyi`, `.md`, `.rst`, `.txt`; no tes
 UTF-8). Candidates are taken in the order of a hash of their relative path, which mixes
 the standard library and the packages stably, until the total reaches `CORPUS_BYTES`: the
 corpus is a pure function of what is installed. They are copied to `<data>-src` and
-ingested from there as `gptforge ingest` does. Then trains each recipe with
-`model.train.train` and the same `time_budget`, preset and precision, alternating recipes
-(A B A B) so that load from other processes falls on both alike, and prints per run: best
+ingested from there as `gptforge ingest` does. Then trains the two `--recipes` with
+`model.train.train` and the same `time_budget` and precision, alternating (A B A B) so that
+load from other processes falls on both alike. The default pair is what `gptforge train
+--time-budget S` trains with `--recipe gpt2` (the `tiny` preset) and with nothing given
+(`sized`: the modern recipe at the size the budget chooses, model/budget.py, its measuring
+included in its time); a variant is also `gpt2`, `modern` (at `--preset`), modern with changes
+off (`softcap`, `softcap+muon`) or modern at a ladder depth (`d3`). Prints per run: best
 val_loss and val_bpb (the fixed evaluation, model/evaluate.py), steps, wall seconds, the
-1-minute load average before and after; then medians and the ratios modern/gpt2, and how
-long the modern run took to reach the gpt2 run's best val_loss (first evaluation at or
-below it). Asserts nothing.
+1-minute load average before and after; then medians, the ratios second/first, and how
+long the second took to reach the first's best val_loss (first evaluation at or below it).
+Asserts nothing.
 
 `--ablate` (leave-one-out, docs/training.md "The ablation"): per budget and repetition, full
 modern, then modern with each change of `--variants` off (`GPTConfig.modern_off`; default:
-every change, then gpt2; `a+b` turns two off together), in reverse order on odd repetitions.
+every change, then gpt2; `a+b` turns two off together; `sized` and ladder depths `d1`, `d2`,
+... compare sizes), in reverse order on odd repetitions.
 Prints a table per budget: variant, steps, wall s, best val_loss, val_bpb, the delta of
 val_loss against the same repetition's full modern (positive: turning the change off hurts,
 so it earns its place) and the load; with several repetitions, medians per variant.
@@ -46,6 +51,7 @@ from pathlib import Path
 
 import torch
 
+from gptforge.model.budget import LADDER_DEPTHS, ladder
 from gptforge.model.config import MODERN_CHANGES, RECIPES, GPTConfig, preset
 from gptforge.model.train import Callbacks, train
 from gptforge.model.train_config import TrainConfig
@@ -139,10 +145,16 @@ def corpus(data: Path) -> Path:
     return data
 
 
-def model_for(variant: str, preset_name: str) -> GPTConfig:
-    """`gpt2`, `modern`, or modern with changes off: `softcap` or `softcap+muon`."""
+def model_for(variant: str, preset_name: str) -> GPTConfig | None:
+    """`gpt2`, `modern`, modern with changes off (`softcap`, `softcap+muon`), modern at a
+    ladder depth (`d3`: model/budget.py's shape of 3 layers), or `sized`: no model given, so
+    the time budget chooses it, as `gptforge train --time-budget S` with nothing else does."""
+    if variant == "sized":
+        return None
     if variant in RECIPES:
         return preset(preset_name, recipe=variant)
+    if variant.startswith("d") and variant[1:].isdigit():
+        return next(shape for shape in ladder(1024) if shape.n_layer == int(variant[1:]))
     return preset(preset_name, recipe="modern", modern_off=tuple(variant.split("+")))
 
 
@@ -193,14 +205,23 @@ def ablation(data: Path, args: argparse.Namespace) -> None:
                     flush=True,
                 )
         full = {r["rep"]: r["val_loss"] for r in results if r["recipe"] == "modern"}
+        gpt2 = {r["rep"]: r for r in results if r["recipe"] == "gpt2"}
         print(f"\nbudget {budget:g} s, preset {args.preset}, {args.precision}, {cpu_name()}")
-        print("| variant | rep | steps | wall s | best val_loss | val_bpb | vs modern | load |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            "| variant | rep | steps | wall s | best val_loss | val_bpb | vs modern | "
+            "reaches gpt2's best | load |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in sorted(results, key=lambda r: (variants.index(r["recipe"]), r["rep"])):
             r["delta"] = r["val_loss"] - full[r["rep"]]
+            reach = "-"
+            if r["rep"] in gpt2 and r["recipe"] != "gpt2":
+                base = gpt2[r["rep"]]
+                at = time_to_reach(r["evaluations"], base["val_loss"])
+                reach = "never" if at is None else f"{at / base['wall']:.2f}x gpt2's time"
             print(
                 f"| {label(r['recipe'])} | {r['rep'] + 1} | {r['steps']} | {r['wall']:.1f} | "
-                f"{r['val_loss']:.4f} | {r['val_bpb']:.4f} | {r['delta']:+.4f} | "
+                f"{r['val_loss']:.4f} | {r['val_bpb']:.4f} | {r['delta']:+.4f} | {reach} | "
                 f"{r['load'][0]:.2f} -> {r['load'][1]:.2f} |"
             )
         if args.reps > 1:
@@ -216,7 +237,14 @@ def ablation(data: Path, args: argparse.Namespace) -> None:
 
 
 def label(variant: str) -> str:
-    return variant if variant in RECIPES else f"modern, {variant.replace('+', ' + ')} off"
+    if variant in RECIPES:
+        return variant
+    if variant == "sized":
+        return "modern, sized for the budget"
+    if variant.startswith("d") and variant[1:].isdigit():
+        shape = model_for(variant, "tiny")
+        return f"modern, {shape.n_layer} x {shape.n_embd}, context {shape.block_size}"
+    return f"modern, {variant.replace('+', ' + ')} off"
 
 
 def cpu_name() -> str:
@@ -227,15 +255,20 @@ def cpu_name() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), "?")
 
 
+def variant(name: str) -> str:
+    depths = {f"d{depth}" for depth in LADDER_DEPTHS}
+    if name in RECIPES or name == "sized" or name in depths:
+        return name
+    if not set(name.split("+")) <= set(MODERN_CHANGES):
+        raise argparse.ArgumentTypeError(
+            f"{name!r}: a variant is gpt2, modern, sized, a ladder depth "
+            f"({', '.join(sorted(depths))}) or changes of {', '.join(MODERN_CHANGES)} joined by +"
+        )
+    return name
+
+
 def variant_list(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    for name in names:
-        if name not in RECIPES and not set(name.split("+")) <= set(MODERN_CHANGES):
-            raise argparse.ArgumentTypeError(
-                f"{name!r}: a variant is gpt2, modern or changes of {', '.join(MODERN_CHANGES)} "
-                "joined by +"
-            )
-    return names
+    return [variant(name.strip()) for name in text.split(",") if name.strip()]
 
 
 def main() -> int:
@@ -245,7 +278,14 @@ def main() -> int:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--eval-interval", type=int, default=50)
-    parser.add_argument("--recipes", nargs=2, default=["gpt2", "modern"], choices=RECIPES)
+    parser.add_argument(
+        "--recipes",
+        nargs=2,
+        type=variant,
+        default=["gpt2", "sized"],
+        help="the two variants to compare (default: what `gptforge train --time-budget S` "
+        "trains with --recipe gpt2 and with nothing given)",
+    )
     parser.add_argument("--ablate", action="store_true", help="modern with each change off")
     parser.add_argument(
         "--variants",
