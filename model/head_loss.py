@@ -24,14 +24,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# Logits of one chunk stay under this many values (fp32: 4 bytes each). Measured in
-# tests/perf/bench_head_loss.py (docs/training.md "One optimizer step").
+# Logits of one chunk stay under this many values (fp32: 4 bytes each). On a CPU, sized for
+# its caches: measured in tests/perf/bench_head_loss.py (docs/training.md "One optimizer
+# step"). On a GPU, large enough that a 124M model's 16 x 1024-token batch takes a few chunks
+# rather than hundreds of small kernels (not measured yet: no GPU in the sessions so far).
 CHUNK_LOGITS = 2**22
+GPU_CHUNK_LOGITS = 2**27
 IGNORE_INDEX = -1
 
 
-def chunk_rows(vocab: int) -> int:
-    return max(1, CHUNK_LOGITS // vocab)
+def chunk_rows(vocab: int, device: torch.device) -> int:
+    return max(1, (CHUNK_LOGITS if device.type == "cpu" else GPU_CHUNK_LOGITS) // vocab)
 
 
 def compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
@@ -56,7 +59,7 @@ def chunks(
     x: Tensor, weight: Tensor, targets: Tensor, cap: float | None, dtype: torch.dtype
 ) -> Iterator[Chunk]:
     w = weight.to(dtype)
-    step = chunk_rows(weight.size(0))
+    step = chunk_rows(weight.size(0), x.device)
     for start in range(0, x.size(0), step):
         xc = x[start : start + step].to(dtype)
         logits = (xc @ w.t()).float()
