@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 from dataclasses import dataclass, replace
 
@@ -33,8 +34,9 @@ from gptforge.model.train_config import TrainConfig
 
 TOKENS_PER_PARAMETER = 20
 MAX_EPOCHS = 4
-# Steps run untimed (allocation, first-call overheads), then timed.
-WARM_STEPS, TIMED_STEPS = 2, 3
+# Steps run untimed (allocation, first-call overheads), then timed one by one; the median
+# counts, so one step slowed by another process does not shrink the whole plan.
+WARM_STEPS, TIMED_STEPS = 2, 5
 # Share of the remaining budget planned for; the rest absorbs checkpoints and jitter.
 PLANNED_SHARE = 0.95
 # The ladder `size_for_budget` chooses from: depth d, width 64 x d (64-wide heads).
@@ -90,8 +92,9 @@ def measure(
     step_fn,
     device: torch.device,
 ) -> Speed:
-    """Time WARM_STEPS + TIMED_STEPS optimizer steps and one evaluation on a copy of `model`
-    (its weights and any optimizer state are thrown away after)."""
+    """Time WARM_STEPS + TIMED_STEPS optimizer steps (the median of the timed ones) and one
+    evaluation on a copy of `model` (its weights and any optimizer state are thrown away
+    after)."""
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, cfg, device)
     batches = [
@@ -99,15 +102,15 @@ def measure(
         for step in range(WARM_STEPS + TIMED_STEPS)
         for micro in range(cfg.grad_accum)
     ]
-    started = 0.0
+    times = []
     for step in range(WARM_STEPS + TIMED_STEPS):
-        if step == WARM_STEPS:
-            _sync(device)
-            started = time.perf_counter()
+        _sync(device)
+        started = time.perf_counter()
         micro = batches[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
         step_fn(probe, optimizer, micro)
-    _sync(device)
-    step_s = (time.perf_counter() - started) / TIMED_STEPS
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    step_s = statistics.median(times[WARM_STEPS:])
     eval_s = 0.0
     if val is not None:
         started = time.perf_counter()
