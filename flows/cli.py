@@ -139,7 +139,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     apply_quiet_env()
     args.model_overrides = parse_overrides(args.model_overrides)
-    names = ["data", "out", "preset", "model_overrides", "recipe", "modern_off", "init_from"]
+    names = ["data", "out", "preset", "model_overrides", "recipe", "modern_off", "logit_cap"]
+    names += ["init_from"]
     names += TRAIN_SETTINGS
     settings = {name: getattr(args, name) for name in names}
     if int(os.environ.get("RANK", "0")) > 0:
@@ -194,6 +195,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
         model_overrides=args.model_overrides,
         recipe=args.recipe,
         modern_off=args.modern_off,
+        logit_cap=args.logit_cap,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         precision=args.precision,

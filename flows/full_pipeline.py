@@ -40,6 +40,7 @@ def pipeline_flow(
     model_overrides: dict[str, Any] | None = None,
     recipe: Recipe = GPT_DEFAULTS["recipe"],
     modern_off: tuple[ModernChange, ...] = GPT_DEFAULTS["modern_off"],
+    logit_cap: float = GPT_DEFAULTS["logit_cap"],
     max_steps: int = 200,
     batch_size: int = 8,
     precision: str = "auto",
@@ -62,6 +63,7 @@ def pipeline_flow(
         model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
         recipe: modern or gpt2 (docs/training.md); continuing a version needs its recipe.
         modern_off: modern's changes switched back to gpt2's way (an ablation).
+        logit_cap: soft cap on the logits, cap * tanh(z / cap); 0: none.
         max_steps: optimizer steps per training run.
         batch_size: sequences per micro-batch.
         precision: auto, fp32, bf16 or fp16 (CUDA only).
@@ -109,6 +111,7 @@ def pipeline_flow(
             model_overrides=model_overrides,
             recipe=recipe,
             modern_off=modern_off,
+            logit_cap=logit_cap,
             max_steps=max_steps,
             batch_size=batch_size,
             precision=precision,

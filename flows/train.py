@@ -118,6 +118,7 @@ def train_flow(
     model_overrides: dict[str, Any] | None = None,
     recipe: Recipe = GPT_DEFAULTS["recipe"],
     modern_off: tuple[ModernChange, ...] = GPT_DEFAULTS["modern_off"],
+    logit_cap: float = GPT_DEFAULTS["logit_cap"],
     max_steps: int = D["max_steps"],
     batch_size: int = D["batch_size"],
     grad_accum: int = D["grad_accum"],
@@ -159,7 +160,8 @@ def train_flow(
         model_overrides: model settings that replace the preset's, e.g. {"n_layer": 3}.
         recipe: gpt2 or modern (model.config.GPTConfig.recipe; docs/training.md).
         modern_off: modern's changes switched back to gpt2's way, for an ablation, e.g.
-            ["softcap"] (model.config.MODERN_CHANGES; docs/training.md).
+            ["muon"] (model.config.MODERN_CHANGES; docs/training.md).
+        logit_cap: soft cap on the logits, cap * tanh(z / cap), e.g. nanochat's 15; 0: none.
         experiment: MLflow experiment.
         model_name: MLflow registered model that gets the new version.
     """
@@ -167,7 +169,15 @@ def train_flow(
     logger = get_run_logger()
     check_tracking_names(experiment, model_name)  # not only once the model is trained
     cfg = train_config(
-        data, out, preset, model_overrides, init_from, recipe, modern_off=modern_off, **settings
+        data,
+        out,
+        preset,
+        model_overrides,
+        init_from,
+        recipe,
+        modern_off=modern_off,
+        logit_cap=logit_cap,
+        **settings,
     )
     checked = validate(cfg)
     if note := schedule_change(cfg, checked.resume_from):

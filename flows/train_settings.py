@@ -27,13 +27,14 @@ def train_config(
     init_from: str | None = None,
     recipe: Recipe = GPT_DEFAULTS["recipe"],
     modern_off: tuple[ModernChange, ...] = GPT_DEFAULTS["modern_off"],
+    logit_cap: float = GPT_DEFAULTS["logit_cap"],
     **settings: Any,
 ) -> TrainConfig:
     """The validated TrainConfig: the model from its preset, overrides and recipe, a fresh
     checkpoint directory when none is given; every other setting goes to TrainConfig as it is.
     The recipe is set after TrainConfig chose the model, so a time budget still sizes a modern
     one; a gpt2 one stays `tiny` unless told otherwise."""
-    for own in ("recipe", "modern_off"):
+    for own in ("recipe", "modern_off", "logit_cap"):
         if own in (model_overrides or {}):
             raise ConfigError("model_overrides", f"the {own} is a setting of its own: {own}")
     if out is not None:
@@ -49,7 +50,7 @@ def train_config(
         init_from=Path(init_from) if init_from else None,
         **settings,
     )
-    model = replace(cfg.model, recipe=recipe, modern_off=modern_off)
+    model = replace(cfg.model, recipe=recipe, modern_off=modern_off, logit_cap=logit_cap)
     if model != cfg.model:
         # gpt2 keeps the size it always had (`tiny`) when none is given, budget or not.
         cfg = replace(cfg, model=model, size_for_budget=cfg.size_for_budget and recipe != "gpt2")

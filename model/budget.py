@@ -163,6 +163,7 @@ def sized(
         dropout=cfg.model.dropout,
         recipe=cfg.model.recipe,
         modern_off=cfg.model.modern_off,
+        logit_cap=cfg.model.logit_cap,
     )
     return Plan(cfg=replace(cfg, model=model), reason=reason)
 

@@ -19,8 +19,10 @@ RECIPES: tuple[str, ...] = get_args(Recipe)
 # The modern recipe's changes, each of which `modern_off` can switch back to gpt2's way (one
 # row each in docs/training.md): what an ablation turns off one at a time.
 ModernChange = Literal[
-    "rotary", "rmsnorm", "qk_norm", "relu2", "zero_init", "untied_head", "softcap", "muon", "wsd"
+    "rotary", "rmsnorm", "qk_norm", "relu2", "zero_init", "untied_head", "muon", "wsd"
 ]
+# nanochat's soft cap on the logits: what modern models saved before `logit_cap` existed used.
+NANOCHAT_LOGIT_CAP = 15.0
 MODERN_CHANGES: tuple[str, ...] = get_args(ModernChange)
 
 
@@ -41,7 +43,7 @@ class GPTConfig:
     recipe: Recipe = setting(
         "modern",
         "gpt2: GPT-2's block, learned positions, AdamW + cosine (converts to Hugging Face); "
-        "modern: rotary, RMSNorm, QK-norm, ReLU², soft-capped logits, Muon + "
+        "modern: rotary, RMSNorm, QK-norm, ReLU², an untied head, Muon + "
         "warmup-stable-decay (docs/training.md)",
         choices=RECIPES,
     )
@@ -49,6 +51,12 @@ class GPTConfig:
         (),
         "modern's changes switched back to gpt2's way, for an ablation (modern only): "
         + ", ".join(MODERN_CHANGES),
+    )
+    logit_cap: float = setting(
+        0.0,
+        "squash the logits into (-cap, cap) with cap * tanh(z / cap), as nanochat does with 15; "
+        "0: raw logits (on 2 CPU cores the cap did not pay for its cost: docs/training.md)",
+        ge=0.0,
     )
 
     def __post_init__(self) -> None:
@@ -106,7 +114,7 @@ class GPTConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(unknown[0], f"unknown model setting; known: {sorted(known)}")
-        return cls(**({"recipe": "gpt2"} | data))  # written before recipes: a gpt2 model
+        return cls(**upgraded({"recipe": "gpt2"} | data))  # before recipes: a gpt2 model
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
@@ -114,6 +122,17 @@ class GPTConfig:
     @classmethod
     def load(cls, path: Path) -> GPTConfig:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def upgraded(data: dict[str, Any]) -> dict[str, Any]:
+    """A config.json written when modern always soft-capped its logits (the cap was the
+    change `softcap` of `modern_off`) loads with that cap, so the model computes as trained."""
+    if data["recipe"] != "modern" or "logit_cap" in data:
+        return data
+    off = data.get("modern_off") or ()
+    off = (off,) if isinstance(off, str) else tuple(off)
+    cap = 0.0 if "softcap" in off else NANOCHAT_LOGIT_CAP
+    return data | {"modern_off": tuple(c for c in off if c != "softcap"), "logit_cap": cap}
 
 
 # The preset names as a type: the Prefect run form shows them as a dropdown.

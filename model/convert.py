@@ -35,6 +35,10 @@ def hf_config_kwargs(config: GPTConfig) -> dict[str, Any]:
         raise ValueError(
             f"only the gpt2 recipe is a GPT2LMHeadModel; this model is {config.recipe}"
         )
+    if config.logit_cap:
+        raise ValueError(
+            f"GPT2LMHeadModel has no soft cap; this model has logit_cap {config.logit_cap:g}"
+        )
     return dict(
         vocab_size=config.vocab_size,
         n_positions=config.block_size,

@@ -7,7 +7,8 @@ Linear weights are stored (out, in) as in `nn.Linear`; Hugging Face's Conv1D sto
 faster, each a small branch here on `config.uses(change)`, so `config.modern_off` can switch
 any of them back to gpt2's way: rotary positions instead of a learned table
 (model/rotary.py), parameter-free RMSNorm, RMS-normalised queries and keys (QK-norm), a ReLU²
-MLP, zero-initialised output projections, an untied head and soft-capped logits.
+MLP, zero-initialised output projections and an untied head. `config.logit_cap` soft-caps
+the logits (either recipe; off by default).
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ from gptforge.model.head_loss import head_loss, token_nats
 from gptforge.model.kv_cache import CacheStep, padding_mask, positions
 from gptforge.model.rotary import Rotary, rotate
 
-# modern: logits are squashed into (-15, 15) (nanochat's value), which keeps early training
-# from betting everything on a few tokens.
-SOFT_CAP = 15.0
 # modern: the head's initial scale (nanochat), near zero so the first predictions are uniform.
 HEAD_STD = 0.001
 
@@ -184,13 +182,13 @@ class GPT(nn.Module):
 
     @property
     def cap(self) -> float | None:
-        return SOFT_CAP if self.config.uses("softcap") else None
+        return self.config.logit_cap or None
 
     def soft_cap(self, logits: Tensor) -> Tensor:
-        """modern: logits squashed into (-SOFT_CAP, SOFT_CAP) in fp32; gpt2: unchanged."""
+        """With `logit_cap`, logits squashed into (-cap, cap) in fp32; else unchanged."""
         if self.cap is None:
             return logits
-        return SOFT_CAP * torch.tanh(logits.float() / SOFT_CAP)
+        return self.cap * torch.tanh(logits.float() / self.cap)
 
     @torch.no_grad()
     def token_nats(self, idx: Tensor, targets: Tensor) -> Tensor:

@@ -16,8 +16,9 @@ from torch import nn
 from train_helpers import MICRO, assert_cache_decodes_as_no_cache, micro_config, scrambled, weights
 
 from gptforge.model.checkpoint import load_model, resolve_checkpoint
-from gptforge.model.config import MODERN_CHANGES, GPTConfig
-from gptforge.model.gpt import GPT, SOFT_CAP
+from gptforge.model.config import MODERN_CHANGES, NANOCHAT_LOGIT_CAP, GPTConfig
+from gptforge.model.convert import hf_config_kwargs
+from gptforge.model.gpt import GPT
 from gptforge.model.muon import MuonAdamW
 from gptforge.model.optim import lr_at, make_optimizer
 from gptforge.model.train import train
@@ -42,15 +43,11 @@ def test_names_are_checked_and_only_modern_has_them() -> None:
         off("rope")
     assert e.value.field == "modern_off" and "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="only the modern recipe") as e:
-        replace(MICRO, modern_off=("softcap",))
+        replace(MICRO, modern_off=("relu2",))
     assert e.value.field == "modern_off"
     # one spelling per set of changes: order and repeats do not make another model
-    assert off("wsd", "softcap", "wsd") == off("softcap", "wsd")
-    assert (
-        off("softcap").modern_off
-        == ("softcap",)
-        == replace(MODERN, modern_off="softcap").modern_off
-    )
+    assert off("wsd", "relu2", "wsd") == off("relu2", "wsd")
+    assert off("relu2").modern_off == ("relu2",) == replace(MODERN, modern_off="relu2").modern_off
 
 
 def test_config_json_keeps_the_switches_and_old_files_load_with_none_off(tmp_path: Path) -> None:
@@ -59,8 +56,19 @@ def test_config_json_keeps_the_switches_and_old_files_load_with_none_off(tmp_pat
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["modern_off"] == ["rotary", "muon"]
     assert GPTConfig.load(tmp_path / "config.json") == config
-    old = {k: v for k, v in MODERN.to_json().items() if k != "modern_off"}
+    old = {k: v for k, v in MODERN.to_json().items() if k not in ("modern_off", "logit_cap")}
     assert GPTConfig.from_json(old).modern_off == ()
+
+
+def test_modern_models_saved_when_the_cap_was_a_change_load_with_it() -> None:
+    """Before `logit_cap`, every modern model soft-capped at 15 unless `modern_off` named
+    `softcap`; such files load computing exactly as they trained. gpt2 files never had it."""
+    saved = {k: v for k, v in MODERN.to_json().items() if k != "logit_cap"}
+    assert GPTConfig.from_json(saved).logit_cap == NANOCHAT_LOGIT_CAP
+    uncapped = GPTConfig.from_json(saved | {"modern_off": ["softcap", "muon"]})
+    assert (uncapped.logit_cap, uncapped.modern_off) == (0.0, ("muon",))
+    gpt2 = {k: v for k, v in MICRO.to_json().items() if k != "logit_cap"}
+    assert GPTConfig.from_json(gpt2).logit_cap == 0.0
 
 
 def test_rotary_off_learns_a_position_table() -> None:
@@ -143,13 +151,19 @@ def test_untied_head_off_shares_the_embedding() -> None:
     assert len(params) == len(set(map(id, params))) == len(list(model.parameters()))
 
 
-def test_softcap_off_lets_logits_exceed_the_cap() -> None:
-    for config, exceeds in ((MODERN, False), (off("softcap"), True)):
-        model = GPT(config).eval()
-        with torch.no_grad():
-            model.lm_head.weight.normal_(std=10.0)
-            logits = model(torch.randint(0, 500, (2, 8)))[0]
-        assert (logits.abs().max() > SOFT_CAP) == exceeds
+def test_a_logit_cap_keeps_logits_inside_it_on_either_recipe() -> None:
+    for base in (MODERN, MICRO):
+        for cap in (0.0, 15.0):
+            model = GPT(replace(base, logit_cap=cap)).eval()
+            with torch.no_grad():
+                model.lm_head.weight.normal_(std=10.0)
+                logits = model(torch.randint(0, 500, (2, 8)))[0]
+            assert (logits.abs().max() <= 15.0) == bool(cap)
+    with pytest.raises(ConfigError) as e:
+        replace(MODERN, logit_cap=-1.0)
+    assert e.value.field == "logit_cap"
+    with pytest.raises(ValueError, match="no soft cap"):
+        hf_config_kwargs(replace(MICRO, logit_cap=15.0))
 
 
 def test_muon_off_is_adamw_with_gpt2s_decay_on_the_block_matrices() -> None:
@@ -235,8 +249,9 @@ def cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--modern-off", "softcap,rope"], "invalid setting modern_off: unknown change 'rope'"),
-        (["--recipe", "gpt2", "--modern-off", "softcap"], "invalid setting modern_off: only"),
+        (["--modern-off", "muon,rope"], "invalid setting modern_off: unknown change 'rope'"),
+        (["--recipe", "gpt2", "--modern-off", "muon"], "invalid setting modern_off: only"),
+        (["--logit-cap", "-2"], "invalid setting logit_cap"),
     ],
 )
 def test_the_cli_refuses_bad_switches_in_one_line(
@@ -250,10 +265,14 @@ def test_the_cli_option_reaches_the_model(tmp_path: Path) -> None:
     from gptforge.flows.cli import build_parser
     from gptforge.flows.train_settings import train_config
 
-    args = build_parser().parse_args(["train", "--data", "d", "--modern-off", "muon, softcap"])
-    assert args.modern_off == ("muon", "softcap")
-    cfg = train_config(str(tmp_path), str(tmp_path / "out"), modern_off=args.modern_off)
-    assert cfg.model.modern_off == ("softcap", "muon")
+    args = build_parser().parse_args(
+        ["train", "--data", "d", "--modern-off", "muon, relu2", "--logit-cap", "15"]
+    )
+    assert args.modern_off == ("muon", "relu2")
+    cfg = train_config(
+        str(tmp_path), str(tmp_path / "out"), modern_off=args.modern_off, logit_cap=args.logit_cap
+    )
+    assert cfg.model.modern_off == ("relu2", "muon") and cfg.model.logit_cap == 15.0
     assert build_parser().parse_args(["train", "--data", "d"]).modern_off == ()
     with pytest.raises(ConfigError, match="setting of its own"):
         train_config(str(tmp_path), None, model_overrides={"modern_off": "muon"})

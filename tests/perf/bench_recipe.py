@@ -6,7 +6,7 @@ itself with each of its changes switched off.
 Run:  .venv/bin/python tests/perf/bench_recipe.py [--budgets 120 300] [--reps 2]
           [--preset tiny] [--precision fp32] [--data DIR] [--recipes gpt2 sized]
       .venv/bin/python tests/perf/bench_recipe.py --ablate [--budgets 120 ...] [--reps 1]
-          [--variants rotary,softcap,muon+wsd,gpt2]
+          [--variants rotary,cap15,muon+wsd,gpt2]
 
 Builds (once, into --data) a corpus of ~30 MB (`CORPUS_BYTES`) of text already installed on
 this machine, none of it ours: the Python standard library and the sources and docs of the
@@ -21,7 +21,8 @@ load from other processes falls on both alike. The default pair is what `gptforg
 --time-budget S` trains with `--recipe gpt2` (the `tiny` preset) and with nothing given
 (`sized`: the modern recipe at the size the budget chooses, model/budget.py, its measuring
 included in its time); a variant is also `gpt2`, `modern` (at `--preset`), modern with changes
-off (`softcap`, `softcap+muon`) or modern at a ladder depth (`d3`). Prints per run: best
+off (`rotary`, `rotary+muon`), modern with its logits soft-capped (`cap15`) or modern at a
+ladder depth (`d3`). Prints per run: best
 val_loss and val_bpb (the fixed evaluation, model/evaluate.py), steps, wall seconds, the
 1-minute load average before and after; then medians, the ratios second/first, and how
 long the second took to reach the first's best val_loss (first evaluation at or below it).
@@ -29,7 +30,8 @@ Asserts nothing.
 
 `--ablate` (leave-one-out, docs/training.md "The ablation"): per budget and repetition, full
 modern, then modern with each change of `--variants` off (`GPTConfig.modern_off`; default:
-every change, then gpt2; `a+b` turns two off together; `sized` and ladder depths `d1`, `d2`,
+every change, then modern with nanochat's logit cap (`cap15`), then gpt2; `a+b` turns two
+off together; `sized` and ladder depths `d1`, `d2`,
 ... compare sizes), in reverse order on odd repetitions.
 Prints a table per budget: variant, steps, wall s, best val_loss, val_bpb, the delta of
 val_loss against the same repetition's full modern (positive: turning the change off hurts,
@@ -146,7 +148,7 @@ def corpus(data: Path) -> Path:
 
 
 def model_for(variant: str, preset_name: str) -> GPTConfig | None:
-    """`gpt2`, `modern`, modern with changes off (`softcap`, `softcap+muon`), modern at a
+    """`gpt2`, `modern`, modern with changes off (`rotary`, `rotary+muon`), capped (`cap15`), at a
     ladder depth (`d3`: model/budget.py's shape of 3 layers), or `sized`: no model given, so
     the time budget chooses it, as `gptforge train --time-budget S` with nothing else does."""
     if variant == "sized":
@@ -155,6 +157,8 @@ def model_for(variant: str, preset_name: str) -> GPTConfig | None:
         return preset(preset_name, recipe=variant)
     if variant.startswith("d") and variant[1:].isdigit():
         return next(shape for shape in ladder(1024) if shape.n_layer == int(variant[1:]))
+    if variant.startswith("cap"):
+        return preset(preset_name, recipe="modern", logit_cap=float(variant[3:]))
     return preset(preset_name, recipe="modern", modern_off=tuple(variant.split("+")))
 
 
@@ -244,6 +248,8 @@ def label(variant: str) -> str:
     if variant.startswith("d") and variant[1:].isdigit():
         shape = model_for(variant, "tiny")
         return f"modern, {shape.n_layer} x {shape.n_embd}, context {shape.block_size}"
+    if variant.startswith("cap"):
+        return f"modern, logits capped at {variant[3:]}"
     return f"modern, {variant.replace('+', ' + ')} off"
 
 
@@ -259,10 +265,13 @@ def variant(name: str) -> str:
     depths = {f"d{depth}" for depth in LADDER_DEPTHS}
     if name in RECIPES or name == "sized" or name in depths:
         return name
+    if name.startswith("cap") and name[3:].replace(".", "", 1).isdigit():
+        return name
     if not set(name.split("+")) <= set(MODERN_CHANGES):
         raise argparse.ArgumentTypeError(
             f"{name!r}: a variant is gpt2, modern, sized, a ladder depth "
-            f"({', '.join(sorted(depths))}) or changes of {', '.join(MODERN_CHANGES)} joined by +"
+            f"({', '.join(sorted(depths))}), a logit cap (cap15) or changes of "
+            f"{', '.join(MODERN_CHANGES)} joined by +"
         )
     return name
 
@@ -290,9 +299,9 @@ def main() -> int:
     parser.add_argument(
         "--variants",
         type=variant_list,
-        default=[*MODERN_CHANGES, "gpt2"],
+        default=[*MODERN_CHANGES, "cap15", "gpt2"],
         help="--ablate: comma-separated changes to turn off one at a time (a+b: together), "
-        "gpt2; default: every change, then gpt2",
+        "cap15, gpt2; default: every change, then nanochat's logit cap, then gpt2",
     )
     parser.add_argument(
         "--data",
