@@ -59,8 +59,10 @@ def test_the_evaluation_is_every_consecutive_window_of_the_val_split(
     windows = TokenWindows(Dataset.open(token_data), "val", block)
     scored = evaluate(model, windows, count * block, CPU)
     assert scored.tokens == count * block
-    assert scored.val_loss == pytest.approx(float(torch.cat(nats).mean()), rel=1e-9)
-    assert scored.val_bpb == pytest.approx(text_nats / math.log(2) / nbytes, rel=1e-9)
+    # fp32 rounding only: the evaluation computes the same cross-entropy chunk by chunk
+    # (model/head_loss.py), another window or token would move these by far more
+    assert scored.val_loss == pytest.approx(float(torch.cat(nats).mean()), rel=1e-6)
+    assert scored.val_bpb == pytest.approx(text_nats / math.log(2) / nbytes, rel=1e-6)
     assert scored.val_ppl == pytest.approx(math.exp(scored.val_loss))
 
 
