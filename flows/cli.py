@@ -140,8 +140,7 @@ def run_train(args: argparse.Namespace) -> int:
     apply_quiet_env()
     args.model_overrides = parse_overrides(args.model_overrides)
     names = ["data", "out", "preset", "model_overrides", "recipe", "modern_off", "logit_cap"]
-    names += ["init_from"]
-    names += TRAIN_SETTINGS
+    names += ["init_from", *TRAIN_SETTINGS]
     settings = {name: getattr(args, name) for name in names}
     if int(os.environ.get("RANK", "0")) > 0:
         return run_train_worker(settings)

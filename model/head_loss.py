@@ -52,24 +52,32 @@ class Chunk:
     logits: Tensor
     squash: Tensor | None  # tanh(z / cap), kept for the cap's derivative
     lse: Tensor
-    picked: Tensor  # the target's logit per row (row 0's for an ignored target)
+    at: tuple[Tensor, Tensor]  # (row, target) of each row's target logit; 0 for an ignored one
+
+    @property
+    def end(self) -> int:
+        return self.start + self.x.size(0)
+
+    @property
+    def nats(self) -> Tensor:
+        return self.lse - self.logits[self.at]
 
 
-def chunks(
-    x: Tensor, weight: Tensor, targets: Tensor, cap: float | None, dtype: torch.dtype
-) -> Iterator[Chunk]:
-    w = weight.to(dtype)
-    step = chunk_rows(weight.size(0), x.device)
+def chunks(x: Tensor, w: Tensor, targets: Tensor, cap: float | None) -> Iterator[Chunk]:
+    """`w` is the weight already in the dtype to multiply in."""
+    step = chunk_rows(w.size(0), x.device)
     for start in range(0, x.size(0), step):
-        xc = x[start : start + step].to(dtype)
+        xc = x[start : start + step].to(w.dtype)
         logits = (xc @ w.t()).float()
         squash = None
         if cap is not None:
             squash = logits.mul_(1.0 / cap).tanh_()
             logits = squash * cap
-        rows = torch.arange(xc.size(0), device=x.device)
-        tc = targets[start : start + xc.size(0)].clamp(min=0)
-        yield Chunk(start, xc, logits, squash, torch.logsumexp(logits, dim=1), logits[rows, tc])
+        at = (
+            torch.arange(xc.size(0), device=x.device),
+            targets[start : start + xc.size(0)].clamp(min=0),
+        )
+        yield Chunk(start, xc, logits, squash, torch.logsumexp(logits, dim=1), at)
 
 
 @torch.no_grad()
@@ -78,8 +86,8 @@ def token_nats(x: Tensor, weight: Tensor, targets: Tensor, cap: float | None) ->
     evaluation sums, with the logits held one chunk at a time."""
     nats = torch.empty(x.size(0), dtype=torch.float32, device=x.device)
     with torch.autocast(x.device.type, enabled=False):
-        for c in chunks(x, weight, targets, cap, compute_dtype(x, weight)):
-            nats[c.start : c.start + c.x.size(0)] = c.lse - c.picked
+        for c in chunks(x, weight.to(compute_dtype(x, weight)), targets, cap):
+            nats[c.start : c.end] = c.nats
     return nats
 
 
@@ -91,31 +99,30 @@ class HeadLoss(torch.autograd.Function):
         dtype = compute_dtype(x, weight)
         need_grads = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         valid = targets != IGNORE_INDEX
-        # With no target at all the mean is 0/0, as in F.cross_entropy: nan.
+        # With no target at all the loss is 0 (F.cross_entropy would give 0/0 = nan).
         scale = 1.0 / valid.sum().clamp(min=1).float()
         # fp16's range would flush small gradients to zero before GradScaler's scale reaches
         # them (it arrives in backward), so with fp16 the gradient matmuls run in fp32.
         grad_dtype = torch.float32 if dtype == torch.float16 else dtype
-        w_grad = weight.to(grad_dtype)
+        w = weight.to(dtype)
+        w_grad = w if grad_dtype == dtype else weight.to(grad_dtype)
         total = torch.zeros((), dtype=torch.float32, device=x.device)
         grad_x = torch.empty_like(x) if need_grads else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_grads else None
         with torch.autocast(x.device.type, enabled=False):
-            for c in chunks(x, weight, targets, cap, dtype):
-                end = c.start + c.x.size(0)
-                vc = valid[c.start : end]
-                total += ((c.lse - c.picked) * vc).sum()
+            for c in chunks(x, w, targets, cap):
+                vc = valid[c.start : c.end]
+                total += (c.nats * vc).sum()
                 if not need_grads:
                     continue
                 # d loss / d logits = (softmax - one-hot) / count, zero on ignored rows
                 probs = c.logits.sub_(c.lse[:, None]).exp_()
-                rows = torch.arange(c.x.size(0), device=x.device)
-                probs[rows, targets[c.start : end].clamp(min=0)] -= 1.0
+                probs[c.at] -= 1.0
                 probs.mul_((vc * scale)[:, None])
                 if c.squash is not None:  # d cap*tanh(z/cap) / dz = 1 - tanh(z/cap)^2
                     probs.addcmul_(probs * c.squash, c.squash, value=-1.0)
                 g = probs.to(grad_dtype)
-                grad_x[c.start : end] = g @ w_grad
+                grad_x[c.start : c.end] = g @ w_grad
                 if grad_dtype == torch.float32:
                     grad_w.addmm_(g.t(), c.x.float())
                 else:

@@ -147,6 +147,17 @@ def corpus(data: Path) -> Path:
     return data
 
 
+def depth_of(variant: str) -> int | None:
+    """3 for `d3`, a ladder depth (model/budget.py); None for any other variant."""
+    return int(variant[1:]) if variant[:1] == "d" and variant[1:].isdigit() else None
+
+
+def cap_of(variant: str) -> float | None:
+    """15.0 for `cap15`, a logit cap; None for any other variant."""
+    number = variant[3:]
+    return float(number) if variant[:3] == "cap" and number.replace(".", "", 1).isdigit() else None
+
+
 def model_for(variant: str, preset_name: str) -> GPTConfig | None:
     """`gpt2`, `modern`, modern with changes off (`rotary`, `rotary+muon`), capped (`cap15`), at a
     ladder depth (`d3`: model/budget.py's shape of 3 layers), or `sized`: no model given, so
@@ -155,10 +166,10 @@ def model_for(variant: str, preset_name: str) -> GPTConfig | None:
         return None
     if variant in RECIPES:
         return preset(preset_name, recipe=variant)
-    if variant.startswith("d") and variant[1:].isdigit():
-        return next(shape for shape in ladder(1024) if shape.n_layer == int(variant[1:]))
-    if variant.startswith("cap"):
-        return preset(preset_name, recipe="modern", logit_cap=float(variant[3:]))
+    if (depth := depth_of(variant)) is not None:
+        return next(shape for shape in ladder(1024) if shape.n_layer == depth)
+    if (cap := cap_of(variant)) is not None:
+        return preset(preset_name, recipe="modern", logit_cap=cap)
     return preset(preset_name, recipe="modern", modern_off=tuple(variant.split("+")))
 
 
@@ -245,11 +256,11 @@ def label(variant: str) -> str:
         return variant
     if variant == "sized":
         return "modern, sized for the budget"
-    if variant.startswith("d") and variant[1:].isdigit():
+    if depth_of(variant) is not None:
         shape = model_for(variant, "tiny")
         return f"modern, {shape.n_layer} x {shape.n_embd}, context {shape.block_size}"
-    if variant.startswith("cap"):
-        return f"modern, logits capped at {variant[3:]}"
+    if (cap := cap_of(variant)) is not None:
+        return f"modern, logits capped at {cap:g}"
     return f"modern, {variant.replace('+', ' + ')} off"
 
 
@@ -263,9 +274,7 @@ def cpu_name() -> str:
 
 def variant(name: str) -> str:
     depths = {f"d{depth}" for depth in LADDER_DEPTHS}
-    if name in RECIPES or name == "sized" or name in depths:
-        return name
-    if name.startswith("cap") and name[3:].replace(".", "", 1).isdigit():
+    if name in RECIPES or name == "sized" or name in depths or cap_of(name) is not None:
         return name
     if not set(name.split("+")) <= set(MODERN_CHANGES):
         raise argparse.ArgumentTypeError(
