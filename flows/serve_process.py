@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -137,9 +137,10 @@ class ServerWatchdog(threading.Thread):
         self.grace_s = seconds_from_env(GRACE_ENV, DEFAULT_GRACE_S)
         self.start_s = seconds_from_env(START_ENV, DEFAULT_START_S)
         self._done = threading.Event()
-        self._quiet = _Quiet()
+        self._quiet = _Quiet(self.answers)
 
     def run(self) -> None:
+        self._quiet.attach()
         away_since = None
         while not self._done.wait(WATCH_EVERY_S):
             if self.answers():
@@ -188,23 +189,32 @@ class ServerWatchdog(threading.Thread):
 
 class _Quiet(logging.Filter):
     """Silences the console: stdout (Prefect's service loops print their retries there) and
-    every console log handler."""
+    every console log handler. Between two of the watchdog's checks, a record carrying a
+    traceback while the server does not answer (a websocket that just lost it) is dropped
+    too: the watchdog's next check reports the outage in one line."""
 
-    def __init__(self) -> None:
+    def __init__(self, answers: Callable[[], bool]) -> None:
         super().__init__()
         self.active = False
+        self._answers = answers
         self._stdout = sys.stdout
         self._devnull = open(os.devnull, "w")  # noqa: SIM115 - kept: others may hold sys.stdout
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not self.active
+        if self.active:
+            return False
+        return record.exc_info is None or self._answers()
 
-    def on(self) -> None:
+    def attach(self) -> None:
+        """On every console handler there is now (Prefect adds some as it goes)."""
         loggers = [logging.getLogger(), *logging.root.manager.loggerDict.values()]
         for logger in loggers:
             for handler in getattr(logger, "handlers", []):
                 if isinstance(handler, logging.StreamHandler) and self not in handler.filters:
                     handler.addFilter(self)
+
+    def on(self) -> None:
+        self.attach()
         self.active = True
         self._stdout, sys.stdout = sys.stdout, self._devnull
 
