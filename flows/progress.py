@@ -83,6 +83,7 @@ class ProgressBar:
                 self._bar.close()
             self._bar = tqdm(total=total, desc=stage, unit=self._unit, file=sys.stderr)
             self._stage = stage
+        self._bar.total = total  # may change: a time budget re-plans its step count
         self._bar.n = done
         if info:
             self._bar.set_postfix({k: f"{v:.4g}" for k, v in info.items()}, refresh=False)

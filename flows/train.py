@@ -63,12 +63,15 @@ class MlflowCallbacks(Callbacks):
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.max_steps = info["max_steps"]  # a time budget decides it only now
+        # A resumed run keeps what its start recorded (a budget's re-planned step count is
+        # in resolved.budget_replan; MLflow params never change).
+        recorded = self.client.get_run(self.run_id).data.params
         self.client.log_batch(
             self.run_id,
             params=[
                 mlflow.entities.Param(f"resolved.{k}", str(v))
                 for k, v in info.items()
-                if k != "start_step"
+                if k != "start_step" and f"resolved.{k}" not in recorded
             ],
         )
         self.logger.info("training on %s in %s: %s", info["device"], info["precision"], info)
@@ -81,6 +84,11 @@ class MlflowCallbacks(Callbacks):
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         self.logger.info("checkpoint at step %d: %s", step, path)
+
+    def on_replan(self, step: int, max_steps: int, plan: str) -> None:
+        self.max_steps = max_steps
+        self.client.log_param(self.run_id, "resolved.budget_replan", plan.rsplit("; ", 1)[-1])
+        self.logger.info("time budget: %s", plan)
 
 
 @task(name="train-model", cache_policy=NO_CACHE)

@@ -7,6 +7,11 @@ resumes exactly: the count is saved with every checkpoint. Measuring runs a few 
 steps and one evaluation on a throwaway copy of the model, on real batches; its cost counts
 against the budget.
 
+A few steps measured before training can mislead: the first run in a process was measured at
+up to 1.6x its real step time (a 120 s run planned 175 steps and ended after 73 s). So the
+count is fixed once more from the run's own steps, at the end of warmup (`replan_at`): no
+step before it depends on the count, so the schedule stays smooth and a resume exact.
+
 Sizing (`size_for_budget`) picks the largest model of a ladder that this budget can train to
 about compute-optimal: about 20 training tokens per parameter (Hoffmann et al. 2022), counting
 the transformer blocks' parameters (the token embedding, which doubles as the output layer,
@@ -125,6 +130,24 @@ def steps_for(remaining_s: float, speed: Speed, eval_interval: int) -> int:
     usable = PLANNED_SHARE * remaining_s - speed.eval_s
     per_step = speed.step_s + speed.eval_s / eval_interval
     return max(1, math.floor(usable / per_step))
+
+
+def replan_at(cfg: TrainConfig) -> int:
+    """The step after which a budgeted run fixes its count again: the end of warmup, and
+    enough steps to time (WARM_STEPS untimed + TIMED_STEPS)."""
+    return max(cfg.warmup_steps, WARM_STEPS + TIMED_STEPS)
+
+
+def replanned(
+    cfg: TrainConfig, step: int, speed: Speed, remaining_s: float, train_tokens: int
+) -> TrainConfig:
+    """`cfg` with the step count that fits `remaining_s` after `step` at `speed` (measured on
+    the run's own steps); what was derived from the first count (warmup, learning-rate
+    floor, log cadence) stays as the steps already taken used it."""
+    steps = step + steps_for(remaining_s, speed, cfg.eval_interval)
+    if cfg.size_for_budget:
+        steps = min(steps, epoch_capped_steps(cfg, train_tokens))
+    return replace(cfg, max_steps=max(steps, step), derived=frozenset())
 
 
 def sized(

@@ -14,16 +14,24 @@ from gptforge.pipeline.errors import RunError
 
 
 def budget_as_planned(cfg: TrainConfig) -> TrainConfig:
-    """A resumed time-budgeted run keeps the model and step count its start fixed (they are
-    in its checkpoint), so it continues exactly; nothing is measured again."""
+    """A resumed time-budgeted run keeps the model, step count and what was derived from it
+    (warmup, learning-rate floor, log cadence) as its start fixed them (they are in its
+    checkpoint), so it continues exactly; nothing is measured again."""
     try:
         latest = checkpoint.resolve_checkpoint(cfg.out_dir)
         saved = checkpoint.read_trainer_state(latest)["settings"]
         model = checkpoint.read_config(latest)
     except (checkpoint.CheckpointError, KeyError) as exc:
         raise ConfigError("resume", f"nothing to resume: {exc}") from exc
-    planned = replace(cfg, model=model, size_for_budget=False)
-    return planned.for_steps(int(saved["max_steps"]))
+    fixed = {name: saved[name] for name in cfg.derived if name in saved}
+    return replace(
+        cfg,
+        model=model,
+        size_for_budget=False,
+        max_steps=int(saved["max_steps"]),
+        derived=frozenset(cfg.derived - fixed.keys()),
+        **fixed,
+    )
 
 
 SCHEDULE = ("max_steps", "warmup_steps", "learning_rate", "min_lr")

@@ -8,6 +8,7 @@ and is exactly resumable: the batch, learning rate and RNG at step N depend only
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,6 +50,9 @@ class Callbacks:
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
 
     def on_checkpoint(self, step: int, path: Path) -> None: ...
+
+    def on_replan(self, step: int, max_steps: int, plan: str) -> None:
+        """A time-budgeted run fixed its step count again from its own steps."""
 
 
 @dataclass
@@ -93,6 +97,7 @@ class Setup(Checked):
     world: World
     device: torch.device
     plan: str = ""  # how a time budget was spent (steps, model), for the log
+    eval_s: float = 0.0  # one evaluation's measured seconds, for re-planning the budget
 
 
 def validate(cfg: TrainConfig) -> Checked:
@@ -226,6 +231,7 @@ def plan_budget(cfg: TrainConfig, setup: Setup, started: float) -> tuple[TrainCo
     if cfg.size_for_budget:
         steps = min(steps, budget.epoch_capped_steps(cfg, setup.dataset.tokens["train"]))
     planned = cfg.for_steps(steps)
+    setup.eval_s = speed.eval_s
     setup.plan = (
         f"{steps} steps of {speed.step_s:.3g} s, evaluations of {speed.eval_s:.3g} s, in "
         f"{cfg.time_budget:g} s" + (f"; model: {reason}" if reason else "")
@@ -274,8 +280,11 @@ def _train(
     # short. A resumed one has its step count fixed already and no clock of its own.
     fresh_budget = cfg.time_budget is not None and setup.resume_from is None
     deadline = started + cfg.time_budget if fresh_budget else None
+    replan_at = budget.replan_at(cfg) if fresh_budget else None
+    step_times: list[float] = []
     final = False
     while step < cfg.max_steps and not stopped_early and not final:
+        began = time.perf_counter()
         set_lr(optimizer, lr_at(step, cfg))
         runnable.train()
         micro_batches = [
@@ -290,6 +299,11 @@ def _train(
         step += 1
         window_loss += float(step_loss)
         window_steps += 1
+        step_times.append(time.perf_counter() - began)
+        if step == replan_at and step < cfg.max_steps:
+            cfg = replan(cfg, setup, step, step_times, deadline - time.monotonic())
+            if world.is_main:
+                callbacks.on_replan(step, cfg.max_steps, setup.plan)
         final = step == cfg.max_steps or past(deadline, world, device)
         evaluate = step % cfg.eval_interval == 0 or final
         if step % cfg.log_interval == 0 or evaluate:
@@ -352,6 +366,23 @@ def _train(
         budget_plan=setup.plan,
         history=history,
     )
+
+
+def replan(
+    cfg: TrainConfig, setup: Setup, step: int, step_times: list[float], remaining_s: float
+) -> TrainConfig:
+    """Fix the budget's step count again from the median of this run's own timed steps (the
+    mean of the ranks' medians), and say so in the plan."""
+    median = statistics.median(step_times[budget.WARM_STEPS :])
+    if setup.world.distributed:
+        median = mean_across(median, setup.world, setup.device)
+    speed = budget.Speed(step_s=median, eval_s=setup.eval_s)
+    planned = budget.replanned(cfg, step, speed, remaining_s, setup.dataset.tokens["train"])
+    setup.plan += (
+        f"; at step {step}, steps of {median:.3g} s measured in the run: "
+        f"{planned.max_steps} steps (was {cfg.max_steps})"
+    )
+    return planned
 
 
 def best_evaluation(history: list[dict[str, float]]) -> dict[str, float] | None:

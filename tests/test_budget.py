@@ -1,6 +1,7 @@
 """Training for a time budget (`model.budget`): the step count is fixed from this machine's
-measured speed before the first step, the model is sized for the budget when none is given,
-and a stopped budgeted run resumes to the same plan."""
+measured speed before the first step and once more from the run's own steps at the end of
+warmup, the model is sized for the budget when none is given, and a stopped budgeted run
+resumes to the same plan."""
 
 from __future__ import annotations
 
@@ -59,8 +60,31 @@ def test_a_budgeted_run_plans_its_steps_and_records_the_plan(
     saved = json.loads((resolve_checkpoint(result.checkpoint) / TRAINER_STATE).read_text())
     planned = saved["settings"]["max_steps"]
     assert planned >= 1 and result.steps <= planned
-    assert result.budget_plan.startswith(f"{planned} steps of ")
-    assert saved["settings"]["warmup_steps"] == min(100, planned // 10), "derived anew"
+    first = int(result.budget_plan.split(" steps of ")[0])
+    assert result.budget_plan.endswith(f": {planned} steps (was {first})"), "re-planned once"
+    assert saved["settings"]["warmup_steps"] == min(100, first // 10), "as the first plan"
+
+
+def test_a_wrong_measurement_is_corrected_by_the_runs_own_steps(
+    token_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured 10x too slow (a busy moment, a cold process), the first plan would end the
+    run early; at the end of warmup the run's own steps fix the count again."""
+    monkeypatch.setattr(budget, "measure", lambda *args: Speed(step_s=0.3, eval_s=0.0))
+    cfg = micro_config(
+        token_data, tmp_path / "run", time_budget=6.0, eval_interval=100, checkpoint_interval=100
+    )
+    replans = []
+
+    class Replans(Callbacks):
+        def on_replan(self, step: int, max_steps: int, plan: str) -> None:
+            replans.append((step, max_steps))
+
+    result = train(cfg, Replans())
+    first = int(result.budget_plan.split(" steps of ")[0])
+    assert first <= 0.95 * 6.0 / 0.3
+    assert [step for step, _ in replans] == [budget.WARM_STEPS + budget.TIMED_STEPS]
+    assert result.steps > first and replans[0][1] > first
 
 
 def test_without_a_model_the_budget_chooses_one(token_data: Path, tmp_path: Path) -> None:
@@ -78,25 +102,36 @@ def test_only_the_modern_recipe_is_sized(tmp_path: Path) -> None:
     assert not gpt2.size_for_budget and gpt2.model == preset("tiny", recipe="gpt2")
 
 
+@pytest.mark.parametrize("stop_at", [3, 9], ids=["before-the-replan", "after-the-replan"])
 def test_a_stopped_budgeted_run_resumes_to_the_steps_it_planned(
-    token_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    token_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_at: int
 ) -> None:
-    """No second measurement: the resumed run takes model and step count from its checkpoint.
-    (The measurement is fixed here so that the plan has steps to stop in, however busy the
-    machine: at most 0.95 x 8 s / 0.35 s = 21 steps, less what opening the data took.)"""
+    """No second measurement: the resumed run takes model, step count and warmup from its
+    checkpoint (the first plan's, or the re-planned count from step 7 on). (The measurement
+    is fixed here so that the first plan has steps to stop in, however busy the machine: at
+    most 0.95 x 8 s / 0.35 s = 21 steps, less what opening the data took.)"""
     monkeypatch.setattr(budget, "measure", lambda *args: Speed(step_s=0.35, eval_s=0.0))
     out = tmp_path / "run"
     stop = StopRequest()
 
-    class StopAtThree(Callbacks):
+    class StopThere(Callbacks):
         def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-            if step == 3:
+            if step == stop_at:
                 stop.set()
 
-    cfg = micro_config(token_data, out, time_budget=8.0, eval_interval=100, checkpoint_interval=100)
+    cfg = micro_config(
+        token_data,
+        out,
+        time_budget=8.0,
+        eval_interval=100,
+        checkpoint_interval=100,
+        warmup_steps=None,
+    )
     with pytest.raises(TrainingInterrupted):
-        train(cfg, StopAtThree(), stop)
+        train(cfg, StopThere(), stop)
     planned = json.loads((resolve_checkpoint(out) / TRAINER_STATE).read_text())["settings"]
-    assert 3 < planned["max_steps"] <= 21
+    assert stop_at < planned["max_steps"] and (planned["max_steps"] <= 21 or stop_at > 7)
     resumed = train(micro_config(token_data, out, time_budget=8.0, resume=True))
     assert resumed.steps == planned["max_steps"] and resumed.budget_plan == ""
+    finished = json.loads((resolve_checkpoint(out) / TRAINER_STATE).read_text())["settings"]
+    assert finished["warmup_steps"] == planned["warmup_steps"]
