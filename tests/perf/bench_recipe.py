@@ -198,6 +198,7 @@ def run(data: Path, variant: str, args: argparse.Namespace, budget: float) -> di
         "wall": wall,
         "load": (load_before, os.getloadavg()[0]),
         "evaluations": clock.evaluations,
+        "plan": result.budget_plan,
     }
 
 
@@ -216,7 +217,7 @@ def ablation(data: Path, args: argparse.Namespace) -> None:
                 results.append(r)
                 print(
                     f"budget {budget:g}s rep {rep} {variant:12s} val_loss {r['val_loss']:.4f} "
-                    f"steps {r['steps']} wall {r['wall']:.1f}s",
+                    f"steps {r['steps']} wall {r['wall']:.1f}s\n    plan: {r['plan']}",
                     flush=True,
                 )
         full = {r["rep"]: r["val_loss"] for r in results if r["recipe"] == "modern"}
@@ -337,7 +338,7 @@ def main() -> int:
                 print(
                     f"budget {budget:g}s round {round_} {recipe:7s} val_loss {r['val_loss']:.4f} "
                     f"val_bpb {r['val_bpb']:.4f} steps {r['steps']} wall {r['wall']:.1f}s "
-                    f"load {r['load'][0]:.2f}->{r['load'][1]:.2f}",
+                    f"load {r['load'][0]:.2f}->{r['load'][1]:.2f}\n    plan: {r['plan']}",
                     flush=True,
                 )
         pairs = list(zip(results[::2], results[1::2], strict=True))
