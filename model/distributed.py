@@ -74,9 +74,15 @@ def sum_across(values: torch.Tensor, world: World, device: torch.device) -> torc
     return tensor.cpu()
 
 
+def means_across(values: list[float], world: World, device: torch.device) -> list[float]:
+    """The mean over processes of each value, identical on every rank (a plan made of them
+    is the same everywhere)."""
+    total = sum_across(torch.tensor(values, dtype=torch.float64), world, device)
+    return (total / world.size).tolist()
+
+
 def mean_across(value: float, world: World, device: torch.device) -> float:
-    total = sum_across(torch.tensor([value], dtype=torch.float64), world, device)
-    return float(total[0]) / world.size
+    return means_across([value], world, device)[0]
 
 
 def barrier(world: World) -> None:

@@ -24,9 +24,9 @@ from gptforge.model.distributed import (
     barrier,
     init_world,
     mean_across,
+    means_across,
     no_sync_unless,
     shutdown,
-    sum_across,
     wants_cuda,
     wrap,
 )
@@ -211,11 +211,11 @@ def plan_budget(cfg: TrainConfig, setup: Setup, started: float) -> tuple[TrainCo
     def measured(cfg: TrainConfig, setup: Setup) -> budget.Speed:
         torch.manual_seed(cfg.seed)
         speed = budget.measure(cfg, GPT(cfg.model).to(device), setup.train, setup.val, step, device)
-        slowest = sum_across(torch.tensor([speed.step_s, speed.eval_s]), world, device)
-        return budget.Speed(*(slowest / world.size).tolist()) if world.distributed else speed
+        return budget.Speed(*means_across([speed.step_s, speed.eval_s], world, device))
 
     def remaining() -> float:
-        return cfg.time_budget - (time.monotonic() - started)
+        (seconds,) = means_across([cfg.time_budget - (time.monotonic() - started)], world, device)
+        return seconds
 
     speed = measured(cfg, setup)
     reason = ""
@@ -371,11 +371,11 @@ def _train(
 def replan(
     cfg: TrainConfig, setup: Setup, step: int, step_times: list[float], remaining_s: float
 ) -> TrainConfig:
-    """Fix the budget's step count again from the median of this run's own timed steps (the
-    mean of the ranks' medians), and say so in the plan."""
+    """Fix the budget's step count again from the median of this run's own timed steps, and
+    say so in the plan. With several processes, all plan from the means of the ranks' medians
+    and remaining times, so they agree on the count (else one would wait forever)."""
     median = statistics.median(step_times[budget.WARM_STEPS :])
-    if setup.world.distributed:
-        median = mean_across(median, setup.world, setup.device)
+    median, remaining_s = means_across([median, remaining_s], setup.world, setup.device)
     speed = budget.Speed(step_s=median, eval_s=setup.eval_s)
     planned = budget.replanned(cfg, step, speed, remaining_s, setup.dataset.tokens["train"])
     setup.plan += (

@@ -1,6 +1,7 @@
 """Run by torchrun in test_train_ddp.py: the same training entry point on every rank.
 
-Arguments: DATA OUT [--resume]."""
+Arguments: DATA OUT [--resume | --budget SECONDS] (a budget: a fresh time-budgeted run, its
+plan printed)."""
 
 from __future__ import annotations
 
@@ -12,5 +13,10 @@ from train_helpers import micro_config
 from gptforge.model.train import train
 
 if __name__ == "__main__":
-    data, out = Path(sys.argv[1]), Path(sys.argv[2])
-    train(micro_config(data, out, max_steps=5, batch_size=2, resume="--resume" in sys.argv[3:]))
+    data, out, options = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+    if "--budget" in options:
+        seconds = float(options[options.index("--budget") + 1])
+        budgeted = dict(time_budget=seconds, warmup_steps=None, checkpoint_interval=1000)
+        print(train(micro_config(data, out, batch_size=2, **budgeted)).budget_plan)
+    else:
+        train(micro_config(data, out, max_steps=5, batch_size=2, resume="--resume" in options))

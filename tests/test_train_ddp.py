@@ -1,6 +1,7 @@
 """DistributedDataParallel on 2 CPU processes (gloo) through torchrun, the real launcher:
 the same result as one process with their combined batch, an exact resume with the same
-number of processes, and a one-line refusal to resume with another number."""
+number of processes, a one-line refusal to resume with another number, and one time-budget
+plan for both processes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 import torch
 from train_helpers import micro_config, weights
 
-from gptforge.model.checkpoint import CHECKPOINTS, LATEST, read_trainer_state
+from gptforge.model import budget
+from gptforge.model.checkpoint import CHECKPOINTS, LATEST, read_trainer_state, resolve_checkpoint
 from gptforge.model.train import train
 
 pytestmark = pytest.mark.slow
@@ -26,8 +28,9 @@ MICRO_CLI = ["--model-overrides", "block_size=32", "n_layer=2", "n_head=2", "n_e
 MICRO_CLI += ["--recipe", "gpt2", "--max-steps", "5", "--batch-size", "2", "--precision", "fp32"]
 
 
-def torchrun(data: Path, out: Path, *args: str) -> None:
-    """ddp_worker.py on 2 gloo processes: 5 steps of the micro model, checkpoints at 3 and 5."""
+def torchrun(data: Path, out: Path, *args: str) -> str:
+    """ddp_worker.py on 2 gloo processes: 5 steps of the micro model, checkpoints at 3 and 5
+    (or a time budget); what the workers printed."""
     env = os.environ | {"PYTHONPATH": f"{TESTS}{os.pathsep}{TESTS.parent}", "OMP_NUM_THREADS": "1"}
     launched = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -38,6 +41,7 @@ def torchrun(data: Path, out: Path, *args: str) -> None:
         timeout=300,
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
+    return launched.stdout
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +103,13 @@ def test_resume_with_another_number_of_processes_is_one_line(
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "trained by 2 processes, this run has 1" in lines[0]
     assert "step_0000005" in lines[0] and "--nproc_per_node=2" in lines[0]
+
+
+def test_a_time_budget_gives_both_processes_one_plan(token_data: Path, tmp_path: Path) -> None:
+    """Both ranks plan, and re-plan from their own steps, from the means of what each measured,
+    so they stop at the same step (a rank planning one step more would wait forever)."""
+    printed = torchrun(token_data, tmp_path / "out", "--budget", "6")
+    plans = [line for line in printed.splitlines() if "measured in the run" in line]
+    assert len(plans) == 2 and plans[0] == plans[1], printed
+    state = read_trainer_state(resolve_checkpoint(tmp_path / "out"))
+    assert state["world_size"] == 2 and state["step"] > budget.WARM_STEPS + budget.TIMED_STEPS
