@@ -147,7 +147,7 @@ def replanned(
     steps = step + steps_for(remaining_s, speed, cfg.eval_interval)
     if cfg.size_for_budget:
         steps = min(steps, epoch_capped_steps(cfg, train_tokens))
-    return replace(cfg, max_steps=max(steps, step), derived=frozenset())
+    return replace(cfg, max_steps=steps, derived=frozenset())
 
 
 def sized(

@@ -299,11 +299,14 @@ def _train(
         step += 1
         window_loss += float(step_loss)
         window_steps += 1
-        step_times.append(time.perf_counter() - began)
-        if step == replan_at and step < cfg.max_steps:
-            cfg = replan(cfg, setup, step, step_times, deadline - time.monotonic())
-            if world.is_main:
-                callbacks.on_replan(step, cfg.max_steps, setup.plan)
+        if replan_at is not None:  # timed only until the second plan
+            step_times.append(time.perf_counter() - began)
+            if step == replan_at:
+                replan_at = None
+                if step < cfg.max_steps:
+                    cfg = replan(cfg, setup, step, step_times, deadline - time.monotonic())
+                    if world.is_main:
+                        callbacks.on_replan(step, cfg.max_steps, setup.plan)
         final = step == cfg.max_steps or past(deadline, world, device)
         evaluate = step % cfg.eval_interval == 0 or final
         if step % cfg.log_interval == 0 or evaluate:

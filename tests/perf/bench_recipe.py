@@ -274,13 +274,15 @@ def cpu_name() -> str:
 
 
 def variant(name: str) -> str:
-    depths = {f"d{depth}" for depth in LADDER_DEPTHS}
-    if name in RECIPES or name == "sized" or name in depths or cap_of(name) is not None:
+    if name in RECIPES or name == "sized" or depth_of(name) in LADDER_DEPTHS:
+        return name
+    if cap_of(name) is not None:
         return name
     if not set(name.split("+")) <= set(MODERN_CHANGES):
         raise argparse.ArgumentTypeError(
             f"{name!r}: a variant is gpt2, modern, sized, a ladder depth "
-            f"({', '.join(sorted(depths))}), a logit cap (cap15) or changes of "
+            f"({', '.join(f'd{depth}' for depth in LADDER_DEPTHS)}), a logit cap (cap15) or "
+            "changes of "
             f"{', '.join(MODERN_CHANGES)} joined by +"
         )
     return name
