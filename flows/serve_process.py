@@ -31,7 +31,13 @@ from gptforge.flows.embedded import (
     seconds_from_env,
 )
 from gptforge.flows.progress import notice
-from gptforge.flows.servers import ServerError, is_alive, read_state
+from gptforge.flows.servers import (
+    ServerError,
+    is_alive,
+    process_start,
+    read_state,
+    same_start,
+)
 from gptforge.pipeline.atomic import write_text_atomic
 
 SERVE_FILE = "serve.json"
@@ -49,8 +55,7 @@ def recorded(home: Path, api_url: str) -> Iterator[None]:
                 f"serve is already running for {home} (pid {other['pid']}); "
                 "stop it first (Ctrl-C there, or gptforge down)"
             )
-        me = psutil.Process()
-        record = {"pid": me.pid, "started": me.create_time(), "api_url": api_url}
+        record = {"pid": os.getpid(), **process_start(os.getpid()), "api_url": api_url}
         write_text_atomic(home / SERVE_FILE, json.dumps(record) + "\n")
     try:
         yield
@@ -62,10 +67,10 @@ def running(home: Path) -> dict | None:
     """The recorded serve, if its process is alive (a pid reused since does not count)."""
     try:
         info = json.loads((home / SERVE_FILE).read_text())
-        alive = psutil.Process(info["pid"]).create_time() == info["started"]
-    except (OSError, ValueError, KeyError, psutil.Error):
+        now = process_start(info["pid"])
+    except (OSError, ValueError, KeyError):
         return None
-    return info if alive else None
+    return info if now is not None and same_start(now, info) else None
 
 
 def forget(home: Path) -> None:

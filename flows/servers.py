@@ -29,6 +29,7 @@ HEALTH = {"prefect": "/api/health", "mlflow": "/health"}
 PORT_FLAG = {"prefect": "--prefect-port", "mlflow": "--mlflow-port"}
 DEFAULT_PORTS = {"prefect": 4200, "mlflow": 5000}
 HOST = "127.0.0.1"
+BOOT_SLACK_S = 600.0  # how far clock adjustments may move the boot time within one boot
 
 _children: dict[int, subprocess.Popen] = {}
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via http_proxy
@@ -191,17 +192,37 @@ def group_members(pgid: int) -> list[int]:
 
 def is_alive(info: dict) -> bool:
     """Its process group has live members and its pid was not reused (say, after a reboot)."""
-    started = _start_time(info["pid"])
-    same = started is None or started == info.get("started")
+    started = process_start(info["pid"])
+    same = started is None or same_start(started, info)
     return same and bool(group_members(info["pid"]))
 
 
-def _start_time(pid: int) -> float | None:
-    """When `pid` started (seconds since the epoch), if it exists: tells a reused pid apart."""
+def process_start(pid: int) -> dict | None:
+    """When `pid` started, if it exists, as a record that tells a reused pid apart.
+
+    psutil's `create_time` is the kernel's boot time plus the process's ticks since boot, and
+    the boot time (whole seconds in /proc/stat, recomputed from the wall clock at every read)
+    moves by a second whenever NTP slews the clock across one: the same process's start time
+    changes. The ticks since boot never do, so they identify the process within one boot.
+    """
     try:
-        return psutil.Process(pid).create_time()
+        boot = psutil.boot_time()
+        since_boot = psutil.Process(pid).create_time() - boot
     except psutil.Error:
         return None
+    return {"started": round(since_boot, 2), "boot": boot}
+
+
+def same_start(now: dict, record: dict) -> bool:
+    """`now` (process_start) is the process `record` was made for: the same start since boot,
+    in the same boot (a reboot moves the boot time by far more than clock adjustments do)."""
+    try:
+        return (
+            abs(now["started"] - float(record["started"])) < 0.05
+            and abs(now["boot"] - float(record["boot"])) < BOOT_SLACK_S
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _command(name: str, port: int, home: Path) -> list[str]:
@@ -278,7 +299,7 @@ def start(name: str, port: int, home: Path, idle_s: float | None = None) -> dict
     _children[proc.pid] = proc
     info = {
         "pid": proc.pid,
-        "started": _start_time(proc.pid),
+        **(process_start(proc.pid) or {}),
         "port": port,
         "url": f"http://{HOST}:{port}",
         "log": str(log),

@@ -10,6 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from gptforge.flows import servers
@@ -124,6 +125,28 @@ def test_standard_variables_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     servers.use_running_servers()
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://team-server"
     assert "PREFECT_API_URL" not in os.environ, "Prefect is leased by flows.embedded instead"
+
+
+def test_a_server_is_still_ours_after_the_clock_moves_the_boot_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When NTP slews the clock across a second, /proc/stat's boot time moves by one and so
+    does every process's wall-clock start time (psutil's create_time); `down` must still
+    recognise the servers it recorded."""
+    ours = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        state = {"pid": ours.pid, **servers.process_start(ours.pid), "port": 1, "url": "x"}
+        servers.write_state(tmp_path, {"prefect": state | {"log": "x"}})
+        real_boot = psutil._psplatform.boot_time
+        monkeypatch.setattr(psutil._psplatform, "boot_time", lambda: real_boot() + 1.0)
+        moved = state["boot"] + state["started"] + 1.0
+        assert psutil.Process(ours.pid).create_time() == pytest.approx(moved, abs=0.02)
+        assert servers.status(tmp_path)["prefect"]["alive"]
+        assert servers.down(tmp_path) == ["prefect"]
+        assert ours.wait(timeout=10) is not None
+    finally:
+        ours.kill()
+        ours.wait()
 
 
 def test_a_reused_pid_is_left_alone(tmp_path: Path) -> None:
