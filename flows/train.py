@@ -141,7 +141,7 @@ def train_flow(
     precision: Precision = D["precision"],
     device: Device = D["device"],
     compile: bool = D["compile"],
-    eval_interval: int = D["eval_interval"],
+    eval_interval: int | None = D["eval_interval"],
     eval_tokens: int | None = D["eval_tokens"],
     early_stop_patience: int | None = D["early_stop_patience"],
     time_budget: float | None = D["time_budget"],

@@ -44,6 +44,11 @@ MAX_EPOCHS = 4
 WARM_STEPS, TIMED_STEPS = 2, 5
 # Share of the remaining budget planned for; the rest absorbs checkpoints and jitter.
 PLANNED_SHARE = 0.95
+# Share of a budgeted run's time its evaluations take when the interval is not given: at the
+# fixed 50 steps they took ~20% of a 2-minute gpt2 run on 2 cores (docs/training.md).
+EVAL_SHARE = 0.1
+# ... but no more often than this: each evaluation also logs and may write the best weights.
+MIN_EVAL_INTERVAL = 10
 # The ladder `size_for_budget` chooses from: depth d, width 64 x d (64-wide heads).
 LADDER_DEPTHS = (1, 2, 3, 4, 6, 8, 12, 16)
 
@@ -130,6 +135,13 @@ def steps_for(remaining_s: float, speed: Speed, eval_interval: int) -> int:
     usable = PLANNED_SHARE * remaining_s - speed.eval_s
     per_step = speed.step_s + speed.eval_s / eval_interval
     return max(1, math.floor(usable / per_step))
+
+
+def eval_interval_for(speed: Speed) -> int:
+    """Steps between evaluations that make them about EVAL_SHARE of the time:
+    eval = EVAL_SHARE x (interval x step + eval), and at least MIN_EVAL_INTERVAL."""
+    interval = math.ceil(speed.eval_s * (1 - EVAL_SHARE) / (EVAL_SHARE * speed.step_s))
+    return max(MIN_EVAL_INTERVAL, interval)
 
 
 def replan_at(cfg: TrainConfig) -> int:

@@ -227,14 +227,17 @@ def plan_budget(cfg: TrainConfig, setup: Setup, started: float) -> tuple[TrainCo
         train_windows, val_windows = windows_for(cfg, setup.dataset)
         setup = replace(setup, train=train_windows, val=val_windows, cfg=cfg)
         speed = measured(cfg, setup)
-    steps = budget.steps_for(remaining(), speed, cfg.eval_interval)
+    interval = cfg.eval_interval
+    if "eval_interval" in cfg.derived and setup.val is not None:
+        interval = budget.eval_interval_for(speed)
+    steps = budget.steps_for(remaining(), speed, interval)
     if cfg.size_for_budget:
         steps = min(steps, budget.epoch_capped_steps(cfg, setup.dataset.tokens["train"]))
-    planned = cfg.for_steps(steps)
+    planned = cfg.for_steps(steps, interval)
     setup.eval_s = speed.eval_s
     setup.plan = (
-        f"{steps} steps of {speed.step_s:.3g} s, evaluations of {speed.eval_s:.3g} s, in "
-        f"{cfg.time_budget:g} s" + (f"; model: {reason}" if reason else "")
+        f"{steps} steps of {speed.step_s:.3g} s, evaluations of {speed.eval_s:.3g} s every "
+        f"{interval} steps, in {cfg.time_budget:g} s" + (f"; model: {reason}" if reason else "")
     )
     return planned, setup
 
@@ -268,6 +271,7 @@ def _train(
                 "start_step": step,
                 "peak_flops": flops_peak or 0.0,
                 "max_steps": cfg.max_steps,
+                "eval_interval": cfg.eval_interval,
                 "model": cfg.model.to_json(),
                 **({"budget_plan": setup.plan} if setup.plan else {}),
             }

@@ -21,6 +21,7 @@ from gptforge.pipeline.settings import ConfigError, check_fields, setting
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+DEFAULT_EVAL_INTERVAL = 50
 DEVICES: tuple[str, ...] = get_args(Device)
 
 
@@ -56,7 +57,12 @@ class TrainConfig:
     )
     device: Device = setting("auto", "auto (CUDA when there is one), cpu or cuda", choices=DEVICES)
     compile: bool = setting(False, "torch.compile the model")
-    eval_interval: int = setting(50, "steps between validation-loss evaluations", ge=1)
+    eval_interval: int | None = setting(
+        None,
+        "steps between validation-loss evaluations; unset: 50, or with a time budget, "
+        "so that evaluations take about a tenth of it",
+        ge=1,
+    )
     eval_tokens: int | None = setting(
         None,
         "validation tokens per evaluation, in consecutive block_size windows; "
@@ -106,20 +112,26 @@ class TrainConfig:
             raise ConfigError("init_from", "resume continues a run; init_from starts a new one")
 
     def _derive(self) -> None:
-        derived = {
-            "min_lr": self.learning_rate / 10,
-            "warmup_steps": min(100, self.max_steps // 10),
-            "log_interval": max(1, min(10, self.eval_interval, self.max_steps // 20)),
+        rules = {  # in order: the log cadence reads the evaluation interval
+            "eval_interval": lambda: DEFAULT_EVAL_INTERVAL,
+            "min_lr": lambda: self.learning_rate / 10,
+            "warmup_steps": lambda: min(100, self.max_steps // 10),
+            "log_interval": lambda: max(1, min(10, self.eval_interval, self.max_steps // 20)),
         }
-        unset = self.derived or frozenset(k for k in derived if getattr(self, k) is None)
+        unset = self.derived or frozenset(k for k in rules if getattr(self, k) is None)
         object.__setattr__(self, "derived", unset)
-        for name in unset:
-            object.__setattr__(self, name, derived[name])
+        for name, rule in rules.items():
+            if name in unset and getattr(self, name) is None:
+                object.__setattr__(self, name, rule())
 
-    def for_steps(self, max_steps: int) -> TrainConfig:
-        """These settings with another step count; what was derived from it is derived anew
-        (a time budget fixes the count only once this machine has been measured)."""
-        return replace(self, max_steps=max_steps, **dict.fromkeys(self.derived))
+    def for_steps(self, max_steps: int, eval_interval: int | None = None) -> TrainConfig:
+        """These settings with another step count (and, when it was not given, evaluation
+        interval); what was derived from them is derived anew (a time budget fixes both only
+        once this machine has been measured)."""
+        fresh = dict.fromkeys(self.derived)
+        if eval_interval is not None and "eval_interval" in self.derived:
+            fresh["eval_interval"] = eval_interval
+        return replace(self, max_steps=max_steps, **fresh)
 
     def tokens_per_step_for(self, world_size: int = 1) -> int:
         return self.batch_size * self.grad_accum * self.model.block_size * world_size

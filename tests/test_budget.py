@@ -28,6 +28,17 @@ def test_the_step_count_leaves_room_for_every_evaluation() -> None:
     assert steps_for(1.0, Speed(step_s=10.0, eval_s=0.0), eval_interval=10) == 1, "at least one"
 
 
+def test_evaluations_take_a_tenth_of_a_budget_unless_their_interval_is_given() -> None:
+    """Steps of 0.3 s and evaluations of 4 s: every 120 steps, 4 s of each 40 s evaluate."""
+    speed = Speed(step_s=0.3, eval_s=4.0)
+    interval = budget.eval_interval_for(speed)
+    assert interval == pytest.approx(120, abs=1), "rounded up"
+    share = speed.eval_s / (interval * speed.step_s + speed.eval_s)
+    assert share == pytest.approx(budget.EVAL_SHARE, rel=0.01)
+    cheap = budget.eval_interval_for(Speed(step_s=0.3, eval_s=0.0))
+    assert cheap == budget.MIN_EVAL_INTERVAL, "each evaluation also logs and saves the best"
+
+
 def test_a_bigger_budget_buys_a_bigger_model_and_small_data_caps_it(tmp_path: Path) -> None:
     cfg = TrainConfig(data_dir=tmp_path, out_dir=tmp_path, model=MICRO, time_budget=60)
     speed = Speed(step_s=0.1, eval_s=1.0)
@@ -63,6 +74,17 @@ def test_a_budgeted_run_plans_its_steps_and_records_the_plan(
     first = int(result.budget_plan.split(" steps of ")[0])
     assert result.budget_plan.endswith(f": {planned} steps (was {first})"), "re-planned once"
     assert saved["settings"]["warmup_steps"] == min(100, first // 10), "as the first plan"
+    assert saved["settings"]["eval_interval"] == 5, "given, so kept"
+
+
+def test_a_budgeted_run_chooses_its_evaluation_interval(token_data: Path, tmp_path: Path) -> None:
+    cfg = micro_config(token_data, tmp_path / "run", time_budget=6.0, eval_interval=None)
+    result = train(cfg)
+    interval = int(result.budget_plan.split(" every ")[1].split(" steps")[0])
+    saved = json.loads((resolve_checkpoint(result.checkpoint) / TRAINER_STATE).read_text())
+    assert interval >= budget.MIN_EVAL_INTERVAL and saved["settings"]["eval_interval"] == interval
+    evaluated = [h["step"] for h in result.history if "val_loss" in h]
+    assert evaluated == [*range(interval, result.steps, interval), result.steps]
 
 
 def test_a_wrong_measurement_is_corrected_by_the_runs_own_steps(
@@ -106,10 +128,10 @@ def test_only_the_modern_recipe_is_sized(tmp_path: Path) -> None:
 def test_a_stopped_budgeted_run_resumes_to_the_steps_it_planned(
     token_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_at: int
 ) -> None:
-    """No second measurement: the resumed run takes model, step count and warmup from its
-    checkpoint (the first plan's, or the re-planned count from step 7 on). (The measurement
-    is fixed here so that the first plan has steps to stop in, however busy the machine: at
-    most 0.95 x 8 s / 0.35 s = 21 steps, less what opening the data took.)"""
+    """No second measurement: the resumed run takes model, step count, warmup and evaluation
+    interval from its checkpoint (the first plan's, or the re-planned count from step 7 on).
+    (The measurement is fixed here so that the first plan has steps to stop in, however busy
+    the machine: at most 0.95 x 8 s / 0.35 s = 21 steps, less what opening the data took.)"""
     monkeypatch.setattr(budget, "measure", lambda *args: Speed(step_s=0.35, eval_s=0.0))
     out = tmp_path / "run"
     stop = StopRequest()
@@ -119,19 +141,13 @@ def test_a_stopped_budgeted_run_resumes_to_the_steps_it_planned(
             if step == stop_at:
                 stop.set()
 
-    cfg = micro_config(
-        token_data,
-        out,
-        time_budget=8.0,
-        eval_interval=100,
-        checkpoint_interval=100,
-        warmup_steps=None,
-    )
+    settings = dict(time_budget=8.0, eval_interval=None, checkpoint_interval=100, warmup_steps=None)
     with pytest.raises(TrainingInterrupted):
-        train(cfg, StopThere(), stop)
+        train(micro_config(token_data, out, **settings), StopThere(), stop)
     planned = json.loads((resolve_checkpoint(out) / TRAINER_STATE).read_text())["settings"]
     assert stop_at < planned["max_steps"] and (planned["max_steps"] <= 21 or stop_at > 7)
-    resumed = train(micro_config(token_data, out, time_budget=8.0, resume=True))
+    resumed = train(micro_config(token_data, out, **settings, resume=True))
     assert resumed.steps == planned["max_steps"] and resumed.budget_plan == ""
     finished = json.loads((resolve_checkpoint(out) / TRAINER_STATE).read_text())["settings"]
     assert finished["warmup_steps"] == planned["warmup_steps"]
+    assert finished["eval_interval"] == planned["eval_interval"] == budget.MIN_EVAL_INTERVAL

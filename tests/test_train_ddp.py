@@ -55,8 +55,11 @@ def test_two_gloo_processes_match_one_process_with_their_combined_batch(
 ) -> None:
     single = train(micro_config(token_data, tmp_path / "single", max_steps=5, batch_size=4))
     a, b = weights(single.checkpoint), weights(ddp_out / CHECKPOINTS / "step_0000005")
+    # Summation order differs (two halves all-reduced vs one batch), and Adam magnifies that
+    # noise where a gradient is near zero: up to ~1.6e-5 seen, against an update of ~1e-3
+    # per step (learning rate 1e-3) that a wrong batch or a missed all-reduce would change.
     for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-4)
     assert read_trainer_state(ddp_out / CHECKPOINTS / "step_0000005")["world_size"] == 2
 
 
