@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,15 +60,21 @@ def register_checkpoint(checkpoint: Path, name: str, dataset_digest: str) -> str
         staged.mkdir()
         for file in (WEIGHTS, CONFIG):
             shutil.copyfile(Path(checkpoint) / file, staged / file)
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT,
-            python_model=str(PYFUNC_CODE),
-            artifacts={"checkpoint": str(staged)},
-            pip_requirements=["torch==2.13.0", "safetensors", "tiktoken", "gptforge"],
-            registered_model_name=name,
-            signature=model_signature(),
-            tags={"gptforge.dataset_digest": dataset_digest},
-        )
+        with warnings.catch_warnings():
+            # Both are advice we decline on purpose: hints on predict would replace the
+            # explicit signature (its params carry the defaults), and an input example would
+            # load the model and generate at every registration.
+            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict`")
+            warnings.filterwarnings("ignore", message=".*An input example was not provided")
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=str(PYFUNC_CODE),
+                artifacts={"checkpoint": str(staged)},
+                pip_requirements=["torch==2.13.0", "safetensors", "tiktoken", "gptforge"],
+                registered_model_name=name,
+                signature=model_signature(),
+                tags={"gptforge.dataset_digest": dataset_digest},
+            )
     return str(info.registered_model_version)
 
 

@@ -18,8 +18,8 @@ embedding, which doubles as the output layer, is a fixed cost that dominates sma
 and is left out). Hoffmann et al. (2022) put the compute-optimal ratio at ~20 tokens per
 parameter, all parameters counted, for models of 70 M and up; on this ladder's small models,
 where the 50,304-wide output layer is most of each step's compute, a deeper model costs
-little more per token, and the measured optimum is ~2 tokens per block parameter
-(docs/training.md: 1 x 64 wins at 2 minutes, 2 x 128 ties at 5 and wins by 0.14 nats at 15).
+little more per token, and the measured optimum is ~1 token per block parameter
+(docs/training.md: 1 x 64 wins at 2 minutes, 2 x 128 at 5, 3 x 192 at 15).
 
 On a small dataset the tokens are capped at MAX_EPOCHS passes over the training split
 (repeating data beyond ~4 epochs stops paying: Muennighoff et al. 2023), and the model is
@@ -43,7 +43,7 @@ from gptforge.model.gpt import GPT
 from gptforge.model.optim import make_optimizer
 from gptforge.model.train_config import TrainConfig
 
-TOKENS_PER_PARAMETER = 2
+TOKENS_PER_PARAMETER = 1
 MAX_EPOCHS = 4
 # Steps run untimed (allocation, first-call overheads), then timed one by one; the median
 # counts, so one step slowed by another process does not shrink the whole plan.
