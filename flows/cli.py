@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -147,7 +148,7 @@ def run_train(args: argparse.Namespace) -> int:
     from gptforge.flows.train_settings import train_config
 
     cfg = train_config(**settings)  # every setting checked, nothing heavy imported yet
-    from gptforge.flows.train import train_flow
+    from gptforge.flows.train import count_budget_from, train_flow
     from gptforge.model.resume import schedule_change
     from gptforge.model.train import validate
 
@@ -155,6 +156,7 @@ def run_train(args: argparse.Namespace) -> int:
     if note := schedule_change(cfg, checked.resume_from):
         print(f"warning: {note}", file=sys.stderr)
 
+    count_budget_from(command_started())
     with orchestrator(), ProgressBar(unit="step") as bar:
         set_progress_sink(bar.update)
         result = announced(train_flow)(**flow_arguments(args, train_flow))
@@ -175,6 +177,14 @@ def run_train(args: argparse.Namespace) -> int:
             + (" (stopped early)" if result["stopped_early"] else "")
         )
     return 0
+
+
+def command_started() -> float:
+    """When this process started, on the `time.monotonic()` clock: `train --time-budget`
+    counts the whole command (imports, the servers' start-up) against the budget."""
+    import psutil
+
+    return time.monotonic() - (time.time() - psutil.Process().create_time())
 
 
 def run_pipeline(args: argparse.Namespace) -> int:

@@ -91,6 +91,17 @@ class MlflowCallbacks(Callbacks):
         self.logger.info("time budget: %s", plan)
 
 
+# When a time budget's clock started, if before training: `gptforge train` counts its whole
+# command against the budget (Prefect and MLflow start-up included). A flow run from the UI
+# or a deployment starts the clock at training.
+_budget_clock: float | None = None
+
+
+def count_budget_from(monotonic: float | None) -> None:
+    global _budget_clock
+    _budget_clock = monotonic
+
+
 @task(name="train-model", cache_policy=NO_CACHE)
 def train_task(cfg: TrainConfig, run_id: str, checked: Checked) -> TrainResult:
     """The training loop itself; a crash leaves the last checkpoint for `resume`.
@@ -99,7 +110,7 @@ def train_task(cfg: TrainConfig, run_id: str, checked: Checked) -> TrainResult:
     here, locally, and `resume` delivers what is missing from the checkpoint's history."""
     callbacks = MlflowCallbacks(run_id, cfg.max_steps)
     try:
-        result = train(cfg, callbacks, checked=checked)
+        result = train(cfg, callbacks, checked=checked, started=_budget_clock)
     finally:
         lost = callbacks.sender.close(timeout=SEND_TIMEOUT_S)
     if lost:

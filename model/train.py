@@ -144,14 +144,17 @@ def train(
     callbacks: Callbacks | None = None,
     stop: StopRequest | None = None,
     checked: Checked | None = None,
+    started: float | None = None,
 ) -> TrainResult:
     """Train to `cfg.max_steps`, checkpointing as configured; safe to call under torchrun.
 
     The first Ctrl-C or SIGTERM (or `stop.set()`) ends the current step, writes a checkpoint
     and raises `TrainingInterrupted`; `resume` continues from there as if never stopped.
     `checked` is `validate(cfg)` when the caller ran it already (the data is opened once).
+    `started` (`time.monotonic()`) is when a time budget's clock started, if before this
+    call: a command counts its own start-up against the budget.
     """
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     callbacks = callbacks or Callbacks()
     setup = prepare(cfg, checked)
     try:

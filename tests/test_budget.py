@@ -6,6 +6,7 @@ resumes to the same plan."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,16 @@ def test_a_budgeted_run_plans_its_steps_and_records_the_plan(
     assert result.budget_plan.endswith(f": {planned} steps (was {first})"), "re-planned once"
     assert saved["settings"]["warmup_steps"] == min(100, first // 10), "as the first plan"
     assert saved["settings"]["eval_interval"] == 5, "given, so kept"
+
+
+def test_time_spent_before_training_counts_against_the_budget(
+    token_data: Path, tmp_path: Path
+) -> None:
+    """`gptforge train` starts the clock at the command's start: with 6 s of a 6 s budget
+    gone before training, the run takes one step, evaluates and checkpoints."""
+    cfg = micro_config(token_data, tmp_path / "run", time_budget=6.0, eval_interval=None)
+    result = train(cfg, started=time.monotonic() - 6.0)
+    assert result.steps == 1 and result.best is not None and result.best["step"] == 1
 
 
 def test_a_budgeted_run_chooses_its_evaluation_interval(token_data: Path, tmp_path: Path) -> None:
