@@ -61,10 +61,8 @@ def register_checkpoint(checkpoint: Path, name: str, dataset_digest: str) -> str
         for file in (WEIGHTS, CONFIG):
             shutil.copyfile(Path(checkpoint) / file, staged / file)
         with warnings.catch_warnings():
-            # Both are advice we decline on purpose: hints on predict would replace the
-            # explicit signature (its params carry the defaults), and an input example would
-            # load the model and generate at every registration.
-            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict`")
+            # Advice we decline on purpose: an input example would load the model and
+            # generate at every registration.
             warnings.filterwarnings("ignore", message=".*An input example was not provided")
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT,

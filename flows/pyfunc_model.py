@@ -17,6 +17,11 @@ from gptforge.flows.models import JOB_PARAMS
 
 
 class GPTForgeModel(PythonModel):
+    # MLflow checks predict's type hints when the class is defined, and warns (at every
+    # registration) when there are none; ours has none on purpose (below). MLflow's own
+    # switch for classes that opt out of that check (pinned MLflow, constraints.txt).
+    _skip_type_hint_validation = True
+
     def load_context(self, context: PythonModelContext) -> None:
         from gptforge.model.checkpoint import load_model
 
