@@ -215,8 +215,11 @@ def process_start(pid: int) -> dict | None:
 
 def same_start(now: dict, record: dict) -> bool:
     """`now` (process_start) is the process `record` was made for: the same start since boot,
-    in the same boot (a reboot moves the boot time by far more than clock adjustments do)."""
+    in the same boot (a reboot moves the boot time by far more than clock adjustments do).
+    A record without `boot` (from an earlier gptforge) holds the wall-clock start."""
     try:
+        if "boot" not in record:
+            return abs(now["boot"] + now["started"] - float(record["started"])) < 2.0
         return (
             abs(now["started"] - float(record["started"])) < 0.05
             and abs(now["boot"] - float(record["boot"])) < BOOT_SLACK_S

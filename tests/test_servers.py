@@ -149,6 +149,19 @@ def test_a_server_is_still_ours_after_the_clock_moves_the_boot_time(
         ours.wait()
 
 
+def test_a_record_from_an_earlier_gptforge_still_names_its_server(tmp_path: Path) -> None:
+    """servers.json written before the start since boot was recorded: the wall-clock start."""
+    ours = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        started = psutil.Process(ours.pid).create_time()
+        state = {"pid": ours.pid, "started": started, "port": 1, "url": "x", "log": "x"}
+        servers.write_state(tmp_path, {"prefect": state})
+        assert servers.down(tmp_path) == ["prefect"]
+    finally:
+        ours.kill()
+        ours.wait()
+
+
 def test_a_reused_pid_is_left_alone(tmp_path: Path) -> None:
     """After a reboot servers.json may name pids that now belong to someone else."""
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
