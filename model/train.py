@@ -236,7 +236,7 @@ def plan_budget(cfg: TrainConfig, setup: Setup, started: float) -> tuple[TrainCo
     steps = budget.steps_for(remaining(), speed, interval)
     if cfg.size_for_budget:
         steps = min(steps, budget.epoch_capped_steps(cfg, setup.dataset.tokens["train"]))
-    planned = cfg.for_steps(steps, interval)
+    planned = cfg.for_steps(steps, eval_interval=interval)
     setup.eval_s = speed.eval_s
     setup.plan = (
         f"{steps} steps of {speed.step_s:.3g} s, evaluations of {speed.eval_s:.3g} s every "

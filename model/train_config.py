@@ -124,14 +124,11 @@ class TrainConfig:
             if name in unset and getattr(self, name) is None:
                 object.__setattr__(self, name, rule())
 
-    def for_steps(self, max_steps: int, eval_interval: int | None = None) -> TrainConfig:
-        """These settings with another step count (and, when it was not given, evaluation
-        interval); what was derived from them is derived anew (a time budget fixes both only
-        once this machine has been measured)."""
-        fresh = dict.fromkeys(self.derived)
-        if eval_interval is not None and "eval_interval" in self.derived:
-            fresh["eval_interval"] = eval_interval
-        return replace(self, max_steps=max_steps, **fresh)
+    def for_steps(self, max_steps: int, **decided: Any) -> TrainConfig:
+        """These settings with another step count and the derived values the caller decided
+        (a time budget fixes the count and the evaluation interval only once this machine
+        has been measured); the rest of what was derived is derived anew."""
+        return replace(self, max_steps=max_steps, **(dict.fromkeys(self.derived) | decided))
 
     def tokens_per_step_for(self, world_size: int = 1) -> int:
         return self.batch_size * self.grad_accum * self.model.block_size * world_size

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -127,51 +128,47 @@ def test_standard_variables_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert "PREFECT_API_URL" not in os.environ, "Prefect is leased by flows.embedded instead"
 
 
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen]:
+    """A process in a group of its own, standing in for a recorded server."""
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
 def test_a_server_is_still_ours_after_the_clock_moves_the_boot_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeper: subprocess.Popen
 ) -> None:
     """When NTP slews the clock across a second, /proc/stat's boot time moves by one and so
     does every process's wall-clock start time (psutil's create_time); `down` must still
     recognise the servers it recorded."""
-    ours = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    try:
-        state = {"pid": ours.pid, **servers.process_start(ours.pid), "port": 1, "url": "x"}
-        servers.write_state(tmp_path, {"prefect": state | {"log": "x"}})
-        real_boot = psutil._psplatform.boot_time
-        monkeypatch.setattr(psutil._psplatform, "boot_time", lambda: real_boot() + 1.0)
-        moved = state["boot"] + state["started"] + 1.0
-        assert psutil.Process(ours.pid).create_time() == pytest.approx(moved, abs=0.02)
-        assert servers.status(tmp_path)["prefect"]["alive"]
-        assert servers.down(tmp_path) == ["prefect"]
-        assert ours.wait(timeout=10) is not None
-    finally:
-        ours.kill()
-        ours.wait()
+    state = {"pid": sleeper.pid, **servers.process_start(sleeper.pid), "port": 1, "url": "x"}
+    servers.write_state(tmp_path, {"prefect": state | {"log": "x"}})
+    real_boot = psutil._psplatform.boot_time
+    monkeypatch.setattr(psutil._psplatform, "boot_time", lambda: real_boot() + 1.0)
+    moved = state["boot"] + state["started"] + 1.0
+    assert psutil.Process(sleeper.pid).create_time() == pytest.approx(moved, abs=0.02)
+    assert servers.status(tmp_path)["prefect"]["alive"]
+    assert servers.down(tmp_path) == ["prefect"]
+    assert sleeper.wait(timeout=10) is not None
 
 
-def test_a_record_from_an_earlier_gptforge_still_names_its_server(tmp_path: Path) -> None:
+def test_a_record_from_an_earlier_gptforge_still_names_its_server(
+    tmp_path: Path, sleeper: subprocess.Popen
+) -> None:
     """servers.json written before the start since boot was recorded: the wall-clock start."""
-    ours = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    try:
-        started = psutil.Process(ours.pid).create_time()
-        state = {"pid": ours.pid, "started": started, "port": 1, "url": "x", "log": "x"}
-        servers.write_state(tmp_path, {"prefect": state})
-        assert servers.down(tmp_path) == ["prefect"]
-    finally:
-        ours.kill()
-        ours.wait()
+    started = psutil.Process(sleeper.pid).create_time()
+    state = {"pid": sleeper.pid, "started": started, "port": 1, "url": "x", "log": "x"}
+    servers.write_state(tmp_path, {"prefect": state})
+    assert servers.down(tmp_path) == ["prefect"]
 
 
-def test_a_reused_pid_is_left_alone(tmp_path: Path) -> None:
+def test_a_reused_pid_is_left_alone(tmp_path: Path, sleeper: subprocess.Popen) -> None:
     """After a reboot servers.json may name pids that now belong to someone else."""
-    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    try:
-        state = {"pid": other.pid, "started": "0", "port": 1, "url": "http://x", "log": "x"}
-        servers.write_state(tmp_path, {"prefect": state, "mlflow": state})
-        assert servers.down(tmp_path) == []
-        assert other.poll() is None
-        servers.write_state(tmp_path, {"prefect": state, "mlflow": state})
-        assert servers.status(tmp_path) == {}
-    finally:
-        other.kill()
-        other.wait()
+    state = {"pid": sleeper.pid, "started": "0", "port": 1, "url": "http://x", "log": "x"}
+    servers.write_state(tmp_path, {"prefect": state, "mlflow": state})
+    assert servers.down(tmp_path) == []
+    assert sleeper.poll() is None
+    servers.write_state(tmp_path, {"prefect": state, "mlflow": state})
+    assert servers.status(tmp_path) == {}
