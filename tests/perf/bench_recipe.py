@@ -49,12 +49,13 @@ import sys
 import sysconfig
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from gptforge.model.budget import LADDER_DEPTHS, ladder
-from gptforge.model.config import MODERN_CHANGES, RECIPES, GPTConfig, preset
+from gptforge.model.config import MODERN_CHANGES, PRESETS, RECIPES, GPTConfig, preset
 from gptforge.model.train import Callbacks, train
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import IngestConfig
@@ -158,6 +159,14 @@ def cap_of(variant: str) -> float | None:
     return float(number) if variant[:3] == "cap" and number.replace(".", "", 1).isdigit() else None
 
 
+def shape(preset_name: str, **changes: object) -> GPTConfig:
+    """A preset, or a ladder depth (`d3`) shaped as the time budget sizes it, with `changes`
+    applied: `--preset d3 --ablate` ablates what a budget that picks 3 layers trains."""
+    if (depth := depth_of(preset_name)) is not None:
+        return replace(next(s for s in ladder(1024) if s.n_layer == depth), **changes)
+    return preset(preset_name, **changes)
+
+
 def model_for(variant: str, preset_name: str) -> GPTConfig | None:
     """`gpt2`, `modern`, modern with changes off (`rotary`, `rotary+muon`), capped (`cap15`), at a
     ladder depth (`d3`: model/budget.py's shape of 3 layers), or `sized`: no model given, so
@@ -165,12 +174,12 @@ def model_for(variant: str, preset_name: str) -> GPTConfig | None:
     if variant == "sized":
         return None
     if variant in RECIPES:
-        return preset(preset_name, recipe=variant)
-    if (depth := depth_of(variant)) is not None:
-        return next(shape for shape in ladder(1024) if shape.n_layer == depth)
+        return shape(preset_name, recipe=variant)
+    if depth_of(variant) is not None:
+        return shape(variant)
     if (cap := cap_of(variant)) is not None:
-        return preset(preset_name, recipe="modern", logit_cap=cap)
-    return preset(preset_name, recipe="modern", modern_off=tuple(variant.split("+")))
+        return shape(preset_name, recipe="modern", logit_cap=cap)
+    return shape(preset_name, recipe="modern", modern_off=tuple(variant.split("+")))
 
 
 def run(data: Path, variant: str, args: argparse.Namespace, budget: float) -> dict:
@@ -258,8 +267,8 @@ def label(variant: str) -> str:
     if variant == "sized":
         return "modern, sized for the budget"
     if depth_of(variant) is not None:
-        shape = model_for(variant, "tiny")
-        return f"modern, {shape.n_layer} x {shape.n_embd}, context {shape.block_size}"
+        model = shape(variant)
+        return f"modern, {model.n_layer} x {model.n_embd}, context {model.block_size}"
     if (cap := cap_of(variant)) is not None:
         return f"modern, logits capped at {cap:g}"
     return f"modern, {variant.replace('+', ' + ')} off"
@@ -288,6 +297,15 @@ def variant(name: str) -> str:
     return name
 
 
+def preset_or_depth(name: str) -> str:
+    if name in PRESETS or depth_of(name) in LADDER_DEPTHS:
+        return name
+    raise argparse.ArgumentTypeError(
+        f"{name!r}: a preset ({', '.join(PRESETS)}) or a ladder depth "
+        f"({', '.join(f'd{depth}' for depth in LADDER_DEPTHS)})"
+    )
+
+
 def variant_list(text: str) -> list[str]:
     return [variant(name.strip()) for name in text.split(",") if name.strip()]
 
@@ -296,7 +314,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", "--budget", type=float, nargs="+", default=[120.0])
     parser.add_argument("--reps", "--rounds", type=int, default=None, help="2; --ablate: 1")
-    parser.add_argument("--preset", default="tiny")
+    parser.add_argument(
+        "--preset",
+        type=preset_or_depth,
+        default="tiny",
+        help="the shape the recipes train: a preset, or a ladder depth (d3) as sizing builds it",
+    )
     parser.add_argument("--precision", default="fp32")
     parser.add_argument(
         "--eval-interval",
