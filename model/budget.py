@@ -93,7 +93,7 @@ def ladder(max_context: int) -> list[GPTConfig]:
 
 
 def block_parameters(config: GPTConfig) -> int:
-    """Parameters of the transformer blocks (attention, MLP, norms): what the 20-tokens rule
+    """Parameters of the transformer blocks (attention, MLP, norms): what TOKENS_PER_PARAMETER
     counts here."""
     c = config.n_embd
     per_layer = 12 * c * c + 13 * c if config.bias else 12 * c * c + 2 * c
