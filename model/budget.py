@@ -157,15 +157,26 @@ def replan_at(cfg: TrainConfig) -> int:
 
 
 def replanned(
-    cfg: TrainConfig, step: int, speed: Speed, remaining_s: float, train_tokens: int
+    cfg: TrainConfig,
+    step: int,
+    speed: Speed,
+    remaining_s: float,
+    train_tokens: int,
+    interval_from_speed: bool,
 ) -> TrainConfig:
     """`cfg` with the step count that fits `remaining_s` after `step` at `speed` (measured on
     the run's own steps); what was derived from the first count (warmup, learning-rate
-    floor, log cadence) stays as the steps already taken used it."""
-    steps = step + steps_for(remaining_s, speed, cfg.eval_interval)
+    floor, log cadence) stays as the steps already taken used it. An evaluation interval the
+    budget chose is chosen again from `speed` while no evaluation has run yet: the first,
+    from a cold process's slow steps, evaluated too often (every 74 steps where 105 kept
+    evaluations at EVAL_SHARE)."""
+    interval = cfg.eval_interval
+    if interval_from_speed and step < interval:
+        interval = eval_interval_for(speed)
+    steps = step + steps_for(remaining_s, speed, interval)
     if cfg.size_for_budget:
         steps = min(steps, epoch_capped_steps(cfg, train_tokens))
-    return replace(cfg, max_steps=steps, derived=frozenset())
+    return replace(cfg, max_steps=steps, eval_interval=interval, derived=frozenset())
 
 
 def sized(

@@ -98,6 +98,7 @@ class Setup(Checked):
     device: torch.device
     plan: str = ""  # how a time budget was spent (steps, model), for the log
     eval_s: float = 0.0  # one evaluation's measured seconds, for re-planning the budget
+    interval_from_speed: bool = False  # the budget chose the evaluation interval
 
 
 def validate(cfg: TrainConfig) -> Checked:
@@ -230,9 +231,8 @@ def plan_budget(cfg: TrainConfig, setup: Setup, started: float) -> tuple[TrainCo
         train_windows, val_windows = windows_for(cfg, setup.dataset)
         setup = replace(setup, train=train_windows, val=val_windows, cfg=cfg)
         speed = measured(cfg, setup)
-    interval = cfg.eval_interval
-    if "eval_interval" in cfg.derived and setup.val is not None:
-        interval = budget.eval_interval_for(speed)
+    setup.interval_from_speed = "eval_interval" in cfg.derived and setup.val is not None
+    interval = budget.eval_interval_for(speed) if setup.interval_from_speed else cfg.eval_interval
     steps = budget.steps_for(remaining(), speed, interval)
     if cfg.size_for_budget:
         steps = min(steps, budget.epoch_capped_steps(cfg, setup.dataset.tokens["train"]))
@@ -387,11 +387,15 @@ def replan(
     median = statistics.median(step_times[budget.WARM_STEPS :])
     median, remaining_s = means_across([median, remaining_s], setup.world, setup.device)
     speed = budget.Speed(step_s=median, eval_s=setup.eval_s)
-    planned = budget.replanned(cfg, step, speed, remaining_s, setup.dataset.tokens["train"])
+    planned = budget.replanned(
+        cfg, step, speed, remaining_s, setup.dataset.tokens["train"], setup.interval_from_speed
+    )
     setup.plan += (
         f"; at step {step}, steps of {median:.3g} s measured in the run: "
         f"{planned.max_steps} steps (was {cfg.max_steps})"
     )
+    if planned.eval_interval != cfg.eval_interval:
+        setup.plan += f", evaluations every {planned.eval_interval} steps (was {cfg.eval_interval})"
     return planned
 
 

@@ -91,9 +91,9 @@ def test_time_spent_before_training_counts_against_the_budget(
 def test_a_budgeted_run_chooses_its_evaluation_interval(token_data: Path, tmp_path: Path) -> None:
     cfg = micro_config(token_data, tmp_path / "run", time_budget=6.0, eval_interval=None)
     result = train(cfg)
-    interval = int(result.budget_plan.split(" every ")[1].split(" steps")[0])
     saved = json.loads((resolve_checkpoint(result.checkpoint) / TRAINER_STATE).read_text())
-    assert interval >= budget.MIN_EVAL_INTERVAL and saved["settings"]["eval_interval"] == interval
+    interval = saved["settings"]["eval_interval"]
+    assert interval >= budget.MIN_EVAL_INTERVAL and f"every {interval} steps" in result.budget_plan
     evaluated = [h["step"] for h in result.history if "val_loss" in h]
     assert evaluated == [*range(interval, result.steps, interval), result.steps]
 
@@ -118,6 +118,28 @@ def test_a_wrong_measurement_is_corrected_by_the_runs_own_steps(
     assert first <= 0.95 * 6.0 / 0.3
     assert [step for step, _ in replans] == [budget.WARM_STEPS + budget.TIMED_STEPS]
     assert result.steps > first and replans[0][1] > first
+
+
+def test_an_interval_chosen_from_slow_steps_is_chosen_again_from_the_runs_own(
+    token_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured at 0.3 s a step (a cold process), evaluations of 1 s would come every 30 steps
+    to stay a tenth of the time; the run's own steps are far faster, so before its first
+    evaluation the run spaces them out again, and evaluates on the new interval."""
+    monkeypatch.setattr(budget, "measure", lambda *args: Speed(step_s=0.3, eval_s=1.0))
+    cfg = micro_config(
+        token_data, tmp_path / "run", time_budget=6.0, eval_interval=None, checkpoint_interval=100
+    )
+    result = train(cfg)
+    first = int(result.budget_plan.split(" every ")[1].split(" steps")[0])
+    saved = json.loads((resolve_checkpoint(result.checkpoint) / TRAINER_STATE).read_text())
+    interval = saved["settings"]["eval_interval"]
+    assert first == budget.eval_interval_for(Speed(step_s=0.3, eval_s=1.0)) == 30
+    assert interval > first and result.budget_plan.endswith(
+        f", evaluations every {interval} steps (was {first})"
+    )
+    evaluated = [h["step"] for h in result.history if "val_loss" in h]
+    assert evaluated == [*range(interval, result.steps, interval), result.steps]
 
 
 def test_without_a_model_the_budget_chooses_one(token_data: Path, tmp_path: Path) -> None:
