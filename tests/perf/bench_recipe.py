@@ -26,7 +26,8 @@ ladder depth (`d3`). Prints per run: best
 val_loss and val_bpb (the fixed evaluation, model/evaluate.py), steps, wall seconds, the
 1-minute load average before and after; then medians, the ratios second/first, and how
 long the second took to reach the first's best val_loss (first evaluation at or below it).
-Asserts nothing.
+Before the first measured run, 20 unmeasured steps warm the process (`warm_up`). Asserts
+nothing.
 
 `--ablate` (leave-one-out, docs/training.md "The ablation"): per budget and repetition, full
 modern, then modern with each change of `--variants` off (`GPTConfig.modern_off`; default:
