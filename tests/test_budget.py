@@ -123,9 +123,9 @@ def test_a_wrong_measurement_is_corrected_by_the_runs_own_steps(
 def test_an_interval_chosen_from_slow_steps_is_chosen_again_from_the_runs_own(
     token_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Measured at 0.3 s a step (a cold process), evaluations of 1 s would come every 30 steps
-    to stay a tenth of the time; the run's own steps are far faster, so before its first
-    evaluation the run spaces them out again, and evaluates on the new interval."""
+    """Measured at 0.3 s a step (a cold process), evaluations of 1 s would come every ~30
+    steps to stay a tenth of the time; the run's own steps are far faster, so before its
+    first evaluation the run spaces them out again, and evaluates on the new interval."""
     monkeypatch.setattr(budget, "measure", lambda *args: Speed(step_s=0.3, eval_s=1.0))
     cfg = micro_config(
         token_data, tmp_path / "run", time_budget=6.0, eval_interval=None, checkpoint_interval=100
@@ -134,7 +134,7 @@ def test_an_interval_chosen_from_slow_steps_is_chosen_again_from_the_runs_own(
     first = int(result.budget_plan.split(" every ")[1].split(" steps")[0])
     saved = json.loads((resolve_checkpoint(result.checkpoint) / TRAINER_STATE).read_text())
     interval = saved["settings"]["eval_interval"]
-    assert first == budget.eval_interval_for(Speed(step_s=0.3, eval_s=1.0)) == 30
+    assert first == budget.eval_interval_for(Speed(step_s=0.3, eval_s=1.0))
     assert interval > first and result.budget_plan.endswith(
         f", evaluations every {interval} steps (was {first})"
     )
