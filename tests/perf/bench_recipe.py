@@ -301,6 +301,10 @@ def cpu_name() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), "?")
 
 
+def depth_names() -> str:
+    return ", ".join(f"d{depth}" for depth in LADDER_DEPTHS)
+
+
 def variant(name: str) -> str:
     if name in RECIPES or name == "sized" or depth_of(name) in LADDER_DEPTHS:
         return name
@@ -309,7 +313,7 @@ def variant(name: str) -> str:
     if not set(name.split("+")) <= set(MODERN_CHANGES):
         raise argparse.ArgumentTypeError(
             f"{name!r}: a variant is gpt2, modern, sized, a ladder depth "
-            f"({', '.join(f'd{depth}' for depth in LADDER_DEPTHS)}), a logit cap (cap15) or "
+            f"({depth_names()}), a logit cap (cap15) or "
             "changes of "
             f"{', '.join(MODERN_CHANGES)} joined by +"
         )
@@ -320,8 +324,7 @@ def preset_or_depth(name: str) -> str:
     if name in PRESETS or depth_of(name) in LADDER_DEPTHS:
         return name
     raise argparse.ArgumentTypeError(
-        f"{name!r}: a preset ({', '.join(PRESETS)}) or a ladder depth "
-        f"({', '.join(f'd{depth}' for depth in LADDER_DEPTHS)})"
+        f"{name!r}: a preset ({', '.join(PRESETS)}) or a ladder depth ({depth_names()})"
     )
 
 
