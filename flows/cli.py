@@ -21,6 +21,7 @@ from gptforge.flows.mlflow_names import check_tracking_names
 from gptforge.flows.progress import ProgressBar, set_progress_sink
 from gptforge.flows.run_link import announced
 from gptforge.flows.servers import ServerError, use_running_servers
+from gptforge.model.config import RECIPE_SETTINGS
 from gptforge.model.interrupt import Terminated, TrainingInterrupted, raise_on_sigterm
 from gptforge.model.sampling_config import SWEEPABLE, SamplingConfig
 from gptforge.model.train_config import TrainConfig
@@ -140,8 +141,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     apply_quiet_env()
     args.model_overrides = parse_overrides(args.model_overrides)
-    names = ["data", "out", "preset", "model_overrides", "recipe", "modern_off", "logit_cap"]
-    names += ["init_from", *TRAIN_SETTINGS]
+    names = ["data", "out", "preset", "model_overrides", *RECIPE_SETTINGS, "init_from"]
+    names += TRAIN_SETTINGS
     settings = {name: getattr(args, name) for name in names}
     if int(os.environ.get("RANK", "0")) > 0:
         return run_train_worker(settings)
@@ -202,9 +203,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
         out=str(gptforge_home()),  # where the pipeline's checkpoints go
         preset=args.preset,
         model_overrides=args.model_overrides,
-        recipe=args.recipe,
-        modern_off=args.modern_off,
-        logit_cap=args.logit_cap,
+        **{name: getattr(args, name) for name in RECIPE_SETTINGS},
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         precision=args.precision,

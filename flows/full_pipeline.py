@@ -26,7 +26,7 @@ from gptforge.flows.models import DEFAULT_MODEL_NAME, latest_version, resolve_mo
 from gptforge.flows.tracking import DEFAULT_EXPERIMENT, DIGEST_TAG, flow_run_name, stage_run
 from gptforge.flows.train import train_flow
 from gptforge.flows.train_settings import GPT_DEFAULTS
-from gptforge.model.config import ModernChange, PresetName, Recipe
+from gptforge.model.config import Activation, ModernChange, Norm, PresetName, Recipe
 from gptforge.model.evaluate import evaluate_checkpoint
 
 DEFAULT_PROMPTS = ["The", "def ", "In this document"]
@@ -41,6 +41,8 @@ def pipeline_flow(
     recipe: Recipe = GPT_DEFAULTS["recipe"],
     modern_off: tuple[ModernChange, ...] = GPT_DEFAULTS["modern_off"],
     logit_cap: float = GPT_DEFAULTS["logit_cap"],
+    norm: Norm = GPT_DEFAULTS["norm"],
+    activation: Activation = GPT_DEFAULTS["activation"],
     max_steps: int = 200,
     batch_size: int = 8,
     precision: str = "auto",
@@ -64,6 +66,8 @@ def pipeline_flow(
         recipe: modern or gpt2 (docs/training.md); continuing a version needs its recipe.
         modern_off: modern's changes switched back to gpt2's way (an ablation).
         logit_cap: soft cap on the logits, cap * tanh(z / cap); 0: none.
+        norm: layernorm (GPT-2's) or rmsnorm (parameter-free, as nanochat).
+        activation: the MLP's, gelu (GPT-2's) or relu2 (ReLU², as modded-nanogpt).
         max_steps: optimizer steps per training run.
         batch_size: sequences per micro-batch.
         precision: auto, fp32, bf16 or fp16 (CUDA only).
@@ -112,6 +116,8 @@ def pipeline_flow(
             recipe=recipe,
             modern_off=modern_off,
             logit_cap=logit_cap,
+            norm=norm,
+            activation=activation,
             max_steps=max_steps,
             batch_size=batch_size,
             precision=precision,

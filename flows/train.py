@@ -30,7 +30,14 @@ from gptforge.flows.tracking import (
 from gptforge.flows.train_settings import GPT_DEFAULTS, train_config
 from gptforge.flows.triggers import emit_model_registered
 from gptforge.model.checkpoint import CONFIG, TRAINER_STATE, read_trainer_state
-from gptforge.model.config import ModernChange, PresetName, Recipe
+from gptforge.model.config import (
+    RECIPE_SETTINGS,
+    Activation,
+    ModernChange,
+    Norm,
+    PresetName,
+    Recipe,
+)
 from gptforge.model.resume import schedule_change
 from gptforge.model.train import (
     Callbacks,
@@ -138,6 +145,8 @@ def train_flow(
     recipe: Recipe = GPT_DEFAULTS["recipe"],
     modern_off: tuple[ModernChange, ...] = GPT_DEFAULTS["modern_off"],
     logit_cap: float = GPT_DEFAULTS["logit_cap"],
+    norm: Norm = GPT_DEFAULTS["norm"],
+    activation: Activation = GPT_DEFAULTS["activation"],
     max_steps: int = D["max_steps"],
     batch_size: int = D["batch_size"],
     grad_accum: int = D["grad_accum"],
@@ -181,23 +190,17 @@ def train_flow(
         modern_off: modern's changes switched back to gpt2's way, for an ablation, e.g.
             ["muon"] (model.config.MODERN_CHANGES; docs/training.md).
         logit_cap: soft cap on the logits, cap * tanh(z / cap), e.g. nanochat's 15; 0: none.
+        norm: layernorm (GPT-2's) or rmsnorm (parameter-free, as nanochat).
+        activation: the MLP's, gelu (GPT-2's) or relu2 (ReLU², as modded-nanogpt).
         experiment: MLflow experiment.
         model_name: MLflow registered model that gets the new version.
     """
-    settings = {k: v for k, v in locals().items() if k in D and k != "init_from"}
+    settings = {
+        k: v for k, v in locals().items() if (k in D or k in RECIPE_SETTINGS) and k != "init_from"
+    }
     logger = get_run_logger()
     check_tracking_names(experiment, model_name)  # not only once the model is trained
-    cfg = train_config(
-        data,
-        out,
-        preset,
-        model_overrides,
-        init_from,
-        recipe,
-        modern_off=modern_off,
-        logit_cap=logit_cap,
-        **settings,
-    )
+    cfg = train_config(data, out, preset, model_overrides, init_from, **settings)
     checked = validate(cfg)
     if note := schedule_change(cfg, checked.resume_from):
         logger.warning(note)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gptforge.flows.home import gptforge_home
-from gptforge.model.config import GPTConfig, ModernChange, Recipe
+from gptforge.model.config import RECIPE_SETTINGS, GPTConfig
 from gptforge.model.config import preset as model_preset
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import ConfigError
@@ -25,18 +25,17 @@ def train_config(
     preset: str | None = None,
     model_overrides: dict[str, Any] | None = None,
     init_from: str | None = None,
-    recipe: Recipe = GPT_DEFAULTS["recipe"],
-    modern_off: tuple[ModernChange, ...] = GPT_DEFAULTS["modern_off"],
-    logit_cap: float = GPT_DEFAULTS["logit_cap"],
     **settings: Any,
 ) -> TrainConfig:
-    """The validated TrainConfig: the model from its preset, overrides and recipe, a fresh
-    checkpoint directory when none is given; every other setting goes to TrainConfig as it is.
-    The recipe is set after TrainConfig chose the model, so a time budget still sizes a modern
-    one; a gpt2 one stays `tiny` unless told otherwise."""
-    for own in ("recipe", "modern_off", "logit_cap"):
+    """The validated TrainConfig: the model from its preset, overrides and the recipe's
+    settings (RECIPE_SETTINGS, GPTConfig's defaults where not given), a fresh checkpoint
+    directory when none is given; every other setting goes to TrainConfig as it is. The recipe
+    is set after TrainConfig chose the model, so a time budget still sizes a modern one; a gpt2
+    one stays `tiny` unless told otherwise."""
+    for own in RECIPE_SETTINGS:
         if own in (model_overrides or {}):
             raise ConfigError("model_overrides", f"the {own} is a setting of its own: {own}")
+    recipe = {name: settings.pop(name) for name in RECIPE_SETTINGS if name in settings}
     if out is not None:
         check_output("out", out)  # '' is refused, not taken as "a new directory"
     if out is None and (settings.get("resume") or "RANK" in os.environ):
@@ -50,10 +49,11 @@ def train_config(
         init_from=Path(init_from) if init_from else None,
         **settings,
     )
-    model = replace(cfg.model, recipe=recipe, modern_off=modern_off, logit_cap=logit_cap)
+    model = replace(cfg.model, **recipe)
     if model != cfg.model:
         # gpt2 keeps the size it always had (`tiny`) when none is given, budget or not.
-        cfg = replace(cfg, model=model, size_for_budget=cfg.size_for_budget and recipe != "gpt2")
+        sized = cfg.size_for_budget and model.recipe != "gpt2"
+        cfg = replace(cfg, model=model, size_for_budget=sized)
     if out:
         return cfg
     from gptforge.model.data import Dataset  # torch: only once the settings are known to be good

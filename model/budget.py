@@ -213,9 +213,7 @@ def sized(
         chosen,
         vocab_size=cfg.model.vocab_size,
         dropout=cfg.model.dropout,
-        recipe=cfg.model.recipe,
-        modern_off=cfg.model.modern_off,
-        logit_cap=cfg.model.logit_cap,
+        **cfg.model.recipe_settings(),
     )
     return Plan(cfg=replace(cfg, model=model), reason=reason)
 

@@ -18,12 +18,23 @@ Recipe = Literal["gpt2", "modern"]
 RECIPES: tuple[str, ...] = get_args(Recipe)
 # The modern recipe's changes, each of which `modern_off` can switch back to gpt2's way (one
 # row each in docs/training.md): what an ablation turns off one at a time.
-ModernChange = Literal[
-    "rotary", "rmsnorm", "qk_norm", "relu2", "zero_init", "untied_head", "muon", "wsd"
-]
+ModernChange = Literal["rotary", "qk_norm", "zero_init", "untied_head", "muon", "wsd"]
+MODERN_CHANGES: tuple[str, ...] = get_args(ModernChange)
 # nanochat's soft cap on the logits: what modern models saved before `logit_cap` existed used.
 NANOCHAT_LOGIT_CAP = 15.0
-MODERN_CHANGES: tuple[str, ...] = get_args(ModernChange)
+# Changes that were part of modern until the ablation moved them out (docs/training.md): now
+# settings of their own, on either recipe. change: (setting, its value off, on), so that a
+# config.json from before, which names them in `modern_off`, loads as it trained.
+MOVED_CHANGES: dict[str, tuple[str, Any, Any]] = {
+    "softcap": ("logit_cap", 0.0, NANOCHAT_LOGIT_CAP),
+    "rmsnorm": ("norm", "layernorm", "rmsnorm"),
+    "relu2": ("activation", "gelu", "relu2"),
+}
+Norm = Literal["layernorm", "rmsnorm"]
+Activation = Literal["gelu", "relu2"]
+# How a model is built and trained apart from its size: a preset, `--set` or the budget's
+# sizing chooses the shape, and these are laid over it (flows/train_settings.py).
+RECIPE_SETTINGS = ("recipe", "modern_off", "logit_cap", "norm", "activation")
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,7 @@ class GPTConfig:
     recipe: Recipe = setting(
         "modern",
         "gpt2: GPT-2's block, learned positions, AdamW + cosine (converts to Hugging Face); "
-        "modern: rotary, RMSNorm, QK-norm, ReLU², an untied head, Muon + "
+        "modern: rotary, QK-norm, zero-initialised projections, an untied head, Muon + "
         "warmup-stable-decay (docs/training.md)",
         choices=RECIPES,
     )
@@ -57,6 +68,19 @@ class GPTConfig:
         "squash the logits into (-cap, cap) with cap * tanh(z / cap), as nanochat does with 15; "
         "0: raw logits (on 2 CPU cores the cap did not pay for its cost: docs/training.md)",
         ge=0.0,
+    )
+    norm: Norm = setting(
+        "layernorm",
+        "layernorm: LayerNorm with gain and bias (GPT-2's); rmsnorm: parameter-free RMSNorm, "
+        "also on the embedding output, as nanochat (it lost to layernorm at 5 and 15 minutes "
+        "on 2 CPU cores: docs/training.md)",
+        choices=get_args(Norm),
+    )
+    activation: Activation = setting(
+        "gelu",
+        "the MLP's: gelu (tanh approximation, GPT-2's) or relu2, ReLU² as modded-nanogpt "
+        "(it lost to gelu at 5 and 15 minutes on 2 CPU cores: docs/training.md)",
+        choices=get_args(Activation),
     )
 
     def __post_init__(self) -> None:
@@ -85,15 +109,21 @@ class GPTConfig:
         names = (off,) if isinstance(off, str) else tuple(off)
         unknown = [name for name in names if name not in MODERN_CHANGES]
         if unknown:
+            moved = MOVED_CHANGES.get(unknown[0], ("",))[0]
             raise ConfigError(
                 "modern_off",
-                f"unknown change {unknown[0]!r}; known: {', '.join(MODERN_CHANGES)}",
+                f"unknown change {unknown[0]!r}; known: {', '.join(MODERN_CHANGES)}"
+                + (f" ({unknown[0]} is the setting {moved} now)" if moved else ""),
             )
         if names and self.recipe != "modern":
             raise ConfigError(
                 "modern_off", f"only the modern recipe has these changes; this one is {self.recipe}"
             )
         object.__setattr__(self, "modern_off", tuple(c for c in MODERN_CHANGES if c in names))
+
+    def recipe_settings(self) -> dict[str, Any]:
+        """The RECIPE_SETTINGS' values: what a model of another shape needs to be built alike."""
+        return {name: getattr(self, name) for name in RECIPE_SETTINGS}
 
     def uses(self, change: str) -> bool:
         """Whether the model has modern's `change` (a name of MODERN_CHANGES): the recipe is
@@ -125,14 +155,20 @@ class GPTConfig:
 
 
 def upgraded(data: dict[str, Any]) -> dict[str, Any]:
-    """A config.json written when modern always soft-capped its logits (the cap was the
-    change `softcap` of `modern_off`) loads with that cap, so the model computes as trained."""
-    if data["recipe"] != "modern" or "logit_cap" in data:
+    """A config.json written while a change was part of modern loads computing as it trained:
+    the soft cap (15), parameter-free RMSNorm and ReLU² were on unless `modern_off` named them;
+    now each is a setting of its own (MOVED_CHANGES)."""
+    if data["recipe"] != "modern":
         return data
     off = data.get("modern_off") or ()
     off = (off,) if isinstance(off, str) else tuple(off)
-    cap = 0.0 if "softcap" in off else NANOCHAT_LOGIT_CAP
-    return data | {"modern_off": tuple(c for c in off if c != "softcap"), "logit_cap": cap}
+    settled = {
+        change: (name, when_off if change in off else when_on)
+        for change, (name, when_off, when_on) in MOVED_CHANGES.items()
+        if name not in data
+    }
+    still_off = tuple(c for c in off if c not in settled)
+    return data | dict(settled.values()) | {"modern_off": still_off}
 
 
 # The preset names as a type: the Prefect run form shows them as a dropdown.

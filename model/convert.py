@@ -39,6 +39,11 @@ def hf_config_kwargs(config: GPTConfig) -> dict[str, Any]:
         raise ValueError(
             f"GPT2LMHeadModel has no soft cap; this model has logit_cap {config.logit_cap:g}"
         )
+    if (config.norm, config.activation) != ("layernorm", "gelu"):
+        raise ValueError(
+            "GPT2LMHeadModel has LayerNorm and GELU; this model has "
+            f"{config.norm} and {config.activation}"
+        )
     return dict(
         vocab_size=config.vocab_size,
         n_positions=config.block_size,

@@ -6,9 +6,11 @@ Linear weights are stored (out, in) as in `nn.Linear`; Hugging Face's Conv1D sto
 `config.recipe == "modern"` swaps in what modded-nanogpt and nanochat measured to train
 faster, each a small branch here on `config.uses(change)`, so `config.modern_off` can switch
 any of them back to gpt2's way: rotary positions instead of a learned table
-(model/rotary.py), parameter-free RMSNorm, RMS-normalised queries and keys (QK-norm), a ReLU²
-MLP, zero-initialised output projections and an untied head. `config.logit_cap` soft-caps
-the logits (either recipe; off by default).
+(model/rotary.py), RMS-normalised queries and keys (QK-norm), zero-initialised output
+projections and an untied head. Three more are settings of their own on either recipe, off by
+default because the ablation found they did not pay here (docs/training.md): `config.norm`
+(parameter-free RMSNorm), `config.activation` (a ReLU² MLP) and `config.logit_cap` (a soft
+cap on the logits).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ class RMSNorm(nn.Module):
 
 
 def norm(config: GPTConfig) -> nn.Module:
-    return RMSNorm() if config.uses("rmsnorm") else nn.LayerNorm(config.n_embd, bias=config.bias)
+    if config.norm == "rmsnorm":
+        return RMSNorm()
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 class CausalSelfAttention(nn.Module):
@@ -84,7 +88,7 @@ class MLP(nn.Module):
         self.gelu = nn.GELU(approximate="tanh")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        self.relu2 = config.uses("relu2")
+        self.relu2 = config.activation == "relu2"
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.c_fc(x)
@@ -142,7 +146,7 @@ class GPT(nn.Module):
         inputs at 1/sqrt(width), output projections at zero (each block starts as the
         identity), a near-zero head (uniform first predictions). A head tied to the embedding
         (untied_head off) is drawn as the head; a position table (rotary off) as the token
-        embedding; LayerNorms (rmsnorm off) keep gain 1, bias 0."""
+        embedding; LayerNorms keep gain 1, bias 0."""
         untied = self.lm_head.weight is not self.transformer.wte.weight
         if untied:
             nn.init.normal_(self.transformer.wte.weight, std=1.0)
@@ -244,7 +248,7 @@ class GPT(nn.Module):
         x = self.transformer.wte(idx)
         if "wpe" in self.transformer:
             x = x + self.transformer.wpe(pos)
-        if self.config.uses("rmsnorm"):
+        if self.config.norm == "rmsnorm":
             x = F.rms_norm(x, (self.config.n_embd,))
         x = self.transformer.drop(x)
         for block in self.transformer.h:

@@ -21,19 +21,19 @@ load from other processes falls on both alike. The default pair is what `gptforg
 --time-budget S` trains with `--recipe gpt2` (the `tiny` preset) and with nothing given
 (`sized`: the modern recipe at the size the budget chooses, model/budget.py, its measuring
 included in its time); a variant is also `gpt2`, `modern` (at `--preset`), modern with changes
-off (`rotary`, `rotary+muon`), modern with its logits soft-capped (`cap15`) or modern at a
-ladder depth (`d3`). Prints per run: best
-val_loss and val_bpb (the fixed evaluation, model/evaluate.py), steps, wall seconds, the
-1-minute load average before and after; then medians, the ratios second/first, and how
-long the second took to reach the first's best val_loss (first evaluation at or below it).
+off (`rotary`, `rotary+muon`) or with one the ablation moved out turned back on (`rmsnorm`,
+`relu2`, `softcap`, or `cap15`: a cap of 15), or modern at a ladder depth (`d3`). Prints
+per run: best val_loss and val_bpb (the fixed evaluation, model/evaluate.py), steps, wall
+seconds, the 1-minute load average before and after; then medians, the ratios second/first,
+and how long the second took to reach the first's best val_loss (first evaluation at or below it).
 Before the first measured run, 20 unmeasured steps warm the process (`warm_up`). Asserts
 nothing.
 
 `--ablate` (leave-one-out, docs/training.md "The ablation"): per budget and repetition, full
-modern, then modern with each change of `--variants` off (`GPTConfig.modern_off`; default:
-every change, then modern with nanochat's logit cap (`cap15`), then gpt2; `a+b` turns two
-off together; `sized` and ladder depths `d1`, `d2`,
-... compare sizes), in reverse order on odd repetitions.
+modern, then each variant of `--variants` (default: each change off, `GPTConfig.modern_off`;
+then each change the ablation moved out of modern turned back on, `MOVED_CHANGES`; then gpt2;
+`a+b` combines two; `sized` and ladder depths `d1`, `d2`, ... compare sizes), in reverse
+order on odd repetitions.
 Prints a table per budget: variant, steps, wall s, best val_loss, val_bpb, the delta of
 val_loss against the same repetition's full modern (positive: turning the change off hurts,
 so it earns its place) and the load; with several repetitions, medians per variant.
@@ -56,7 +56,14 @@ from pathlib import Path
 import torch
 
 from gptforge.model.budget import LADDER_DEPTHS, ladder
-from gptforge.model.config import MODERN_CHANGES, PRESETS, RECIPES, GPTConfig, preset
+from gptforge.model.config import (
+    MODERN_CHANGES,
+    MOVED_CHANGES,
+    PRESETS,
+    RECIPES,
+    GPTConfig,
+    preset,
+)
 from gptforge.model.train import Callbacks, train
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import IngestConfig
@@ -154,10 +161,26 @@ def depth_of(variant: str) -> int | None:
     return int(variant[1:]) if variant[:1] == "d" and variant[1:].isdigit() else None
 
 
-def cap_of(variant: str) -> float | None:
-    """15.0 for `cap15`, a logit cap; None for any other variant."""
-    number = variant[3:]
-    return float(number) if variant[:3] == "cap" and number.replace(".", "", 1).isdigit() else None
+def cap_of(part: str) -> float | None:
+    """15.0 for `cap15`, a logit cap; None for anything else."""
+    number = part[3:]
+    return float(number) if part[:3] == "cap" and number.replace(".", "", 1).isdigit() else None
+
+
+def changes_of(variant: str) -> dict[str, object]:
+    """The GPTConfig fields of a `+`-joined variant over modern: a name of MODERN_CHANGES
+    turned off (`rotary`), a moved change turned on (`rmsnorm`, `relu2`, `softcap`: the
+    value MOVED_CHANGES gives it), or a logit cap (`cap15`)."""
+    off, fields = [], {}
+    for part in variant.split("+"):
+        if part in MODERN_CHANGES:
+            off.append(part)
+        elif part in MOVED_CHANGES:
+            name, _, on = MOVED_CHANGES[part]
+            fields[name] = on
+        else:
+            fields["logit_cap"] = cap_of(part)
+    return fields | {"modern_off": tuple(off)}
 
 
 def shape(preset_name: str, **changes: object) -> GPTConfig:
@@ -169,18 +192,16 @@ def shape(preset_name: str, **changes: object) -> GPTConfig:
 
 
 def model_for(variant: str, preset_name: str) -> GPTConfig | None:
-    """`gpt2`, `modern`, modern with changes off (`rotary`, `rotary+muon`), capped (`cap15`), at a
-    ladder depth (`d3`: model/budget.py's shape of 3 layers), or `sized`: no model given, so
-    the time budget chooses it, as `gptforge train --time-budget S` with nothing else does."""
+    """`gpt2`, `modern`, modern with changes (`rotary`, `rotary+relu2`, `cap15`: `changes_of`),
+    at a ladder depth (`d3`: model/budget.py's shape of 3 layers), or `sized`: no model given,
+    so the time budget chooses it, as `gptforge train --time-budget S` with nothing else does."""
     if variant == "sized":
         return None
     if variant in RECIPES:
         return shape(preset_name, recipe=variant)
     if depth_of(variant) is not None:
         return shape(variant)
-    if (cap := cap_of(variant)) is not None:
-        return shape(preset_name, recipe="modern", logit_cap=cap)
-    return shape(preset_name, recipe="modern", modern_off=tuple(variant.split("+")))
+    return shape(preset_name, recipe="modern", **changes_of(variant))
 
 
 def run(data: Path, variant: str, args: argparse.Namespace, budget: float) -> dict:
@@ -288,9 +309,15 @@ def label(variant: str) -> str:
     if depth_of(variant) is not None:
         model = shape(variant)
         return f"modern, {model.n_layer} x {model.n_embd}, context {model.block_size}"
-    if (cap := cap_of(variant)) is not None:
-        return f"modern, logits capped at {cap:g}"
-    return f"modern, {variant.replace('+', ' + ')} off"
+    parts = variant.split("+")
+    off = [part for part in parts if part in MODERN_CHANGES]
+    on = [part if cap_of(part) is None else f"cap {cap_of(part):g}" for part in parts]
+    on = [part for part in on if part not in off]
+    return (
+        "modern"
+        + (f", {' + '.join(off)} off" if off else "")
+        + (f", with {' + '.join(on)}" if on else "")
+    )
 
 
 def cpu_name() -> str:
@@ -308,14 +335,12 @@ def depth_names() -> str:
 def variant(name: str) -> str:
     if name in RECIPES or name == "sized" or depth_of(name) in LADDER_DEPTHS:
         return name
-    if cap_of(name) is not None:
-        return name
-    if not set(name.split("+")) <= set(MODERN_CHANGES):
+    known = {*MODERN_CHANGES, *MOVED_CHANGES}
+    if not all(part in known or cap_of(part) is not None for part in name.split("+")):
         raise argparse.ArgumentTypeError(
-            f"{name!r}: a variant is gpt2, modern, sized, a ladder depth "
-            f"({depth_names()}), a logit cap (cap15) or "
-            "changes of "
-            f"{', '.join(MODERN_CHANGES)} joined by +"
+            f"{name!r}: a variant is gpt2, modern, sized, a ladder depth ({depth_names()}), "
+            f"or changes joined by +: off, {', '.join(MODERN_CHANGES)}; on, "
+            f"{', '.join(MOVED_CHANGES)}, a logit cap (cap15)"
         )
     return name
 
@@ -362,9 +387,10 @@ def main() -> int:
     parser.add_argument(
         "--variants",
         type=variant_list,
-        default=[*MODERN_CHANGES, "cap15", "gpt2"],
-        help="--ablate: comma-separated changes to turn off one at a time (a+b: together), "
-        "cap15, gpt2; default: every change, then nanochat's logit cap, then gpt2",
+        default=[*MODERN_CHANGES, *MOVED_CHANGES, "gpt2"],
+        help="--ablate: comma-separated variants: modern's changes to turn off, the moved "
+        "ones (softcap, rmsnorm, relu2) to turn on, a+b together, gpt2; default: each "
+        "change off, then each moved one on, then gpt2",
     )
     parser.add_argument(
         "--data",
