@@ -32,8 +32,8 @@ MOVED_CHANGES: dict[str, tuple[str, Any, Any]] = {
 }
 Norm = Literal["layernorm", "rmsnorm"]
 Activation = Literal["gelu", "relu2"]
-# How a model is built and trained apart from its size: a preset, `--set` or the budget's
-# sizing chooses the shape, and these are laid over it (flows/train_settings.py).
+# How a model is built and trained apart from its size: a preset, `--model-overrides` or the
+# budget's sizing chooses the shape, and these are laid over it (flows/train_settings.py).
 RECIPE_SETTINGS = ("recipe", "modern_off", "logit_cap", "norm", "activation")
 
 
@@ -109,11 +109,11 @@ class GPTConfig:
         names = (off,) if isinstance(off, str) else tuple(off)
         unknown = [name for name in names if name not in MODERN_CHANGES]
         if unknown:
-            moved = MOVED_CHANGES.get(unknown[0], ("",))[0]
+            name, hint = unknown[0], ""
+            if name in MOVED_CHANGES:
+                hint = f" ({name} is the setting {MOVED_CHANGES[name][0]} now)"
             raise ConfigError(
-                "modern_off",
-                f"unknown change {unknown[0]!r}; known: {', '.join(MODERN_CHANGES)}"
-                + (f" ({unknown[0]} is the setting {moved} now)" if moved else ""),
+                "modern_off", f"unknown change {name!r}; known: {', '.join(MODERN_CHANGES)}{hint}"
             )
         if names and self.recipe != "modern":
             raise ConfigError(
