@@ -35,7 +35,7 @@ def train_config(
     for own in RECIPE_SETTINGS:
         if own in (model_overrides or {}):
             raise ConfigError("model_overrides", f"the {own} is a setting of its own: {own}")
-    recipe = {name: settings.pop(name) for name in RECIPE_SETTINGS if name in settings}
+    laid_over = {name: settings.pop(name) for name in RECIPE_SETTINGS if name in settings}
     if out is not None:
         check_output("out", out)  # '' is refused, not taken as "a new directory"
     if out is None and (settings.get("resume") or "RANK" in os.environ):
@@ -49,7 +49,7 @@ def train_config(
         init_from=Path(init_from) if init_from else None,
         **settings,
     )
-    model = replace(cfg.model, **recipe)
+    model = replace(cfg.model, **laid_over)
     if model != cfg.model:
         # gpt2 keeps the size it always had (`tiny`) when none is given, budget or not.
         sized = cfg.size_for_budget and model.recipe != "gpt2"

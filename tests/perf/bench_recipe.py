@@ -311,8 +311,11 @@ def label(variant: str) -> str:
         return f"modern, {model.n_layer} x {model.n_embd}, context {model.block_size}"
     parts = variant.split("+")
     off = [part for part in parts if part in MODERN_CHANGES]
-    on = [part if cap_of(part) is None else f"cap {cap_of(part):g}" for part in parts]
-    on = [part for part in on if part not in off]
+    on = [
+        part if cap_of(part) is None else f"cap {cap_of(part):g}"
+        for part in parts
+        if part not in MODERN_CHANGES
+    ]
     return (
         "modern"
         + (f", {' + '.join(off)} off" if off else "")
