@@ -67,6 +67,7 @@ class MlflowCallbacks(Callbacks):
         self.max_steps = max_steps
         self.logger = get_run_logger()
         self.sender = MetricSender(self.client, run_id)
+        self.replans = 0  # MLflow params never change: each re-plan is a param of its own
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.max_steps = info["max_steps"]  # a time budget decides it only now
@@ -94,7 +95,9 @@ class MlflowCallbacks(Callbacks):
 
     def on_replan(self, step: int, max_steps: int, plan: str) -> None:
         self.max_steps = max_steps
-        self.client.log_param(self.run_id, "resolved.budget_replan", plan.rsplit("; ", 1)[-1])
+        self.replans += 1
+        name = "resolved.budget_replan" + (f"_{self.replans}" if self.replans > 1 else "")
+        self.client.log_param(self.run_id, name, plan.rsplit("; ", 1)[-1])
         self.logger.info("time budget: %s", plan)
 
 

@@ -12,6 +12,13 @@ up to 1.6x its real step time (a 120 s run planned 175 steps and ended after 73 
 count is fixed once more from the run's own steps, at the end of warmup (`replan_at`): no
 step before it depends on the count, so the schedule stays smooth and a resume exact.
 
+A machine also changes speed during a run (another job starts, a laptop throttles): a 900 s
+run re-planned 3,674 steps down to 3,131 at step 100 and the deadline still stopped it at
+2,842, its learning rate never annealed. A warmup-stable-decay run therefore fixes its count
+a last time inside its flat phase (`decay_replan_at`), from the steps since the first
+re-plan: the flat rate does not depend on the count, so the count can still shrink and the
+decay end on time, or grow into the time the first plan's reserve held back.
+
 Sizing (`size_for_budget`) picks the largest model of a ladder that this budget can train on
 at least TOKENS_PER_PARAMETER tokens per parameter of its transformer blocks (the token
 embedding, which doubles as the output layer, is a fixed cost that dominates small models
@@ -40,7 +47,7 @@ from gptforge.model.config import GPTConfig
 from gptforge.model.data import TokenWindows
 from gptforge.model.evaluate import evaluate
 from gptforge.model.gpt import GPT
-from gptforge.model.optim import make_optimizer
+from gptforge.model.optim import decay_start, make_optimizer
 from gptforge.model.train_config import TrainConfig
 
 TOKENS_PER_PARAMETER = 1
@@ -50,6 +57,10 @@ MAX_EPOCHS = 4
 WARM_STEPS, TIMED_STEPS = 2, 5
 # Share of the remaining budget planned for; the rest absorbs checkpoints and jitter.
 PLANNED_SHARE = 0.95
+# Where in its flat phase a warmup-stable-decay run fixes its count a last time: late enough
+# for hundreds of its own steps to time, early enough that the count may still shrink by a
+# quarter without moving the decay's start into the steps already taken.
+DECAY_REPLAN_SHARE = 0.75
 # Share of a budgeted run's time its evaluations take when the interval is not given: at the
 # fixed 50 steps they took ~20% of a 2-minute gpt2 run on 2 cores (docs/training.md).
 EVAL_SHARE = 0.1
@@ -156,6 +167,24 @@ def replan_at(cfg: TrainConfig) -> int:
     return max(cfg.warmup_steps, WARM_STEPS + TIMED_STEPS)
 
 
+def decay_replan_at(cfg: TrainConfig, step: int) -> int | None:
+    """After a re-plan at `step`, the step where the run fixes its count a last time:
+    DECAY_REPLAN_SHARE of the way to its decay (warmup-stable-decay only: under a cosine
+    schedule every step's rate depends on the count), or None."""
+    if not cfg.model.uses("wsd"):
+        return None
+    at = math.floor(DECAY_REPLAN_SHARE * decay_start(cfg.max_steps))
+    return at if at > step else None
+
+
+def flat_through(step: int) -> int:
+    """The fewest steps whose warmup-stable-decay schedule is still flat at `step`."""
+    steps = step
+    while decay_start(steps) < step:
+        steps += 1
+    return steps
+
+
 def replanned(
     cfg: TrainConfig,
     step: int,
@@ -166,16 +195,19 @@ def replanned(
 ) -> TrainConfig:
     """`cfg` with the step count that fits `remaining_s` after `step` at `speed` (measured on
     the run's own steps); what was derived from the first count (warmup, learning-rate
-    floor, log cadence) stays as the steps already taken used it. An evaluation interval the
-    budget chose is chosen again from `speed` while no evaluation has run yet: the first,
-    from a cold process's slow steps, evaluated too often (every 74 steps where 105 kept
-    evaluations at EVAL_SHARE)."""
+    floor, log cadence) stays as the steps already taken used it, and a warmup-stable-decay
+    schedule stays flat through `step` (the rate of no step taken changes). An evaluation
+    interval the budget chose is chosen again from `speed` while no evaluation has run yet:
+    the first, from a cold process's slow steps, evaluated too often (every 74 steps where
+    105 kept evaluations at EVAL_SHARE)."""
     interval = cfg.eval_interval
     if interval_from_speed and step < interval:
         interval = eval_interval_for(speed)
     steps = step + steps_for(remaining_s, speed, interval)
     if cfg.size_for_budget:
         steps = min(steps, epoch_capped_steps(cfg, train_tokens))
+    if cfg.model.uses("wsd"):
+        steps = max(steps, flat_through(step))
     return replace(cfg, max_steps=steps, eval_interval=interval, derived=frozenset())
 
 

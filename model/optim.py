@@ -25,12 +25,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.learning_rate * (step + 1) / cfg.warmup_steps
     if cfg.model.uses("wsd"):
-        decay = max(1, round(DECAY_FRACTION * cfg.max_steps))
-        progress = min(1.0, max(0.0, (step - (cfg.max_steps - decay)) / decay))
+        start = decay_start(cfg.max_steps)
+        progress = min(1.0, max(0.0, (step - start) / (cfg.max_steps - start)))
         return cfg.learning_rate + progress * (cfg.min_lr - cfg.learning_rate)
     span = max(1, cfg.max_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
+
+
+def decay_start(max_steps: int) -> int:
+    """The step where warmup-stable-decay leaves its flat learning rate: DECAY_FRACTION of
+    `max_steps` before the end (at least one step). Never decreases as `max_steps` grows."""
+    return max_steps - max(1, round(DECAY_FRACTION * max_steps))
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

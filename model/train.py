@@ -52,7 +52,8 @@ class Callbacks:
     def on_checkpoint(self, step: int, path: Path) -> None: ...
 
     def on_replan(self, step: int, max_steps: int, plan: str) -> None:
-        """A time-budgeted run fixed its step count again from its own steps."""
+        """A time-budgeted run fixed its step count again from its own steps (at the end of
+        warmup; a warmup-stable-decay run once more before its decay)."""
 
 
 @dataclass
@@ -97,7 +98,7 @@ class Setup(Checked):
     world: World
     device: torch.device
     plan: str = ""  # how a time budget was spent (steps, model), for the log
-    eval_s: float = 0.0  # one evaluation's measured seconds, for re-planning the budget
+    eval_s: float = 0.0  # one evaluation's seconds (measured, then the run's last), to re-plan
     interval_from_speed: bool = False  # the budget chose the evaluation interval
 
 
@@ -306,14 +307,16 @@ def _train(
         step += 1
         window_loss += float(step_loss)
         window_steps += 1
-        if replan_at is not None:  # timed only until the second plan
-            step_times.append(time.perf_counter() - began)
+        if replan_at is not None:  # timed only until the last plan
+            if step > budget.WARM_STEPS:
+                step_times.append(time.perf_counter() - began)
             if step == replan_at:
                 replan_at = None
                 if step < cfg.max_steps:
                     cfg = replan(cfg, setup, step, step_times, deadline - time.monotonic())
                     if world.is_main:
                         callbacks.on_replan(step, cfg.max_steps, setup.plan)
+                    replan_at, step_times = budget.decay_replan_at(cfg, step), []
         final = step == cfg.max_steps or past(deadline, world, device)
         evaluate = step % cfg.eval_interval == 0 or final
         if step % cfg.log_interval == 0 or evaluate:
@@ -329,7 +332,9 @@ def _train(
                 per_device = tokens_per_s / world.size
                 metrics["mfu"] = model.flops_per_token() * per_device / flops_peak
             if evaluate and setup.val is not None:
+                evaluation_began = time.perf_counter()
                 scored = evaluate_windows(model, setup.val, cfg.eval_tokens, device, world)
+                setup.eval_s = time.perf_counter() - evaluation_began
                 metrics |= scored.metrics()
             window_loss, window_steps = 0.0, 0
             last = {"step": step, **metrics}
@@ -381,12 +386,14 @@ def _train(
 def replan(
     cfg: TrainConfig, setup: Setup, step: int, step_times: list[float], remaining_s: float
 ) -> TrainConfig:
-    """Fix the budget's step count again from the median of this run's own timed steps, and
-    say so in the plan. With several processes, all plan from the means of the ranks' medians
-    and remaining times, so they agree on the count (else one would wait forever)."""
-    median = statistics.median(step_times[budget.WARM_STEPS :])
-    median, remaining_s = means_across([median, remaining_s], setup.world, setup.device)
-    speed = budget.Speed(step_s=median, eval_s=setup.eval_s)
+    """Fix the budget's step count again from the median of this run's own timed steps (and
+    its last evaluation's time, once it has evaluated), and say so in the plan. With several
+    processes, all plan from the means of the ranks' numbers, so they agree on the count
+    (else one would wait forever)."""
+    median, eval_s, remaining_s = means_across(
+        [statistics.median(step_times), setup.eval_s, remaining_s], setup.world, setup.device
+    )
+    speed = budget.Speed(step_s=median, eval_s=eval_s)
     planned = budget.replanned(
         cfg, step, speed, remaining_s, setup.dataset.tokens["train"], setup.interval_from_speed
     )

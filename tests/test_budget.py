@@ -1,12 +1,13 @@
 """Training for a time budget (`model.budget`): the step count is fixed from this machine's
-measured speed before the first step and once more from the run's own steps at the end of
-warmup, the model is sized for the budget when none is given, and a stopped budgeted run
-resumes to the same plan."""
+measured speed before the first step, once more from the run's own steps at the end of
+warmup and (warmup-stable-decay) a last time before the decay, the model is sized for the
+budget when none is given, and a stopped budgeted run resumes to the same plan."""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,12 @@ from train_helpers import MICRO, micro_config
 
 from gptforge.flows.train_settings import train_config
 from gptforge.model import budget
+from gptforge.model import train as train_module
 from gptforge.model.budget import Speed, block_parameters, steps_for
 from gptforge.model.checkpoint import TRAINER_STATE, resolve_checkpoint
 from gptforge.model.config import GPTConfig, preset
 from gptforge.model.interrupt import StopRequest, TrainingInterrupted
+from gptforge.model.optim import decay_start, lr_at
 from gptforge.model.train import Callbacks, train
 from gptforge.model.train_config import TrainConfig
 
@@ -140,6 +143,87 @@ def test_an_interval_chosen_from_slow_steps_is_chosen_again_from_the_runs_own(
     )
     evaluated = [h["step"] for h in result.history if "val_loss" in h]
     assert evaluated == [*range(interval, result.steps, interval), result.steps]
+
+
+MODERN_MICRO = replace(MICRO, recipe="modern")
+
+
+def test_the_last_plan_changes_the_rate_of_no_step_taken(tmp_path: Path) -> None:
+    """Three quarters into the flat phase of 400 planned steps, a run twice as fast plans more
+    steps, a far slower one fewer; but never so few that the decay would start before the
+    step the run is at: the rates of the steps taken stay what they were."""
+    cfg = TrainConfig(
+        data_dir=tmp_path, out_dir=tmp_path, model=MODERN_MICRO, max_steps=400, time_budget=60
+    )
+    at = budget.decay_replan_at(cfg, budget.replan_at(cfg))
+    assert at == int(budget.DECAY_REPLAN_SHARE * decay_start(400))
+    remaining = 60.0 * (1 - at / 400)
+    counts = {}
+    for step_s in (0.075, 0.15, 1.5):  # twice as fast, as planned, ten times as slow
+        again = budget.replanned(cfg, at, Speed(step_s, 0.0), remaining, 10**9, False)
+        assert [lr_at(s, again) for s in range(at + 1)] == [lr_at(s, cfg) for s in range(at + 1)]
+        counts[step_s] = again.max_steps
+    assert counts[0.075] > 400 > counts[0.15] > counts[1.5] == budget.flat_through(at)
+    assert decay_start(counts[1.5]) == at, "the decay starts at the step the run is at"
+    assert budget.decay_replan_at(replace(cfg, model=MICRO), 7) is None, "cosine: no last plan"
+
+
+class FakeClock:
+    """What `model.train` reads as time.monotonic and time.perf_counter: it moves only when a
+    training step runs, so a test of the budget does not depend on this machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    perf_counter = monotonic
+
+
+@pytest.mark.parametrize("recipe", ["modern", "gpt2"])
+def test_a_run_that_slows_down_still_decays_to_the_end_before_the_deadline(
+    token_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recipe: str
+) -> None:
+    """Steps of 0.05 s, then 30% slower from the end of warmup on (another job started): the
+    first two plans count on 0.05 s, 114 steps that would need ~7 s of a 6 s budget. The
+    warmup-stable-decay run fixes its count a last time in its flat phase from its own
+    slower steps and ends its decay on time; under gpt2's cosine, whose every step depends
+    on the count, the deadline cuts the schedule short."""
+    clock = FakeClock()
+    monkeypatch.setattr(train_module, "time", clock)
+    monkeypatch.setattr(budget, "measure", lambda *args: Speed(step_s=0.05, eval_s=0.0))
+    real_step = train_module.train_step
+    taken = []
+
+    def step_on_the_clock(*args, **kwargs):
+        taken.append(1)
+        clock.now += 0.05 if len(taken) <= budget.WARM_STEPS + budget.TIMED_STEPS else 0.065
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", step_on_the_clock)
+    replans = []
+
+    class Replans(Callbacks):
+        def on_replan(self, step: int, max_steps: int, plan: str) -> None:
+            replans.append((step, max_steps))
+
+    model = MODERN_MICRO if recipe == "modern" else MICRO
+    cfg = micro_config(
+        token_data, tmp_path / "run", model=model, time_budget=6.0, eval_interval=1000,
+        checkpoint_interval=1000, log_interval=1000,
+    )  # fmt: skip
+    result = train(cfg, Replans())
+    (first_step, first), *rest = replans
+    assert first_step == budget.WARM_STEPS + budget.TIMED_STEPS and first * 0.065 > 6.0
+    assert clock.now - 1000.0 <= 6.0 + 0.065, "the deadline holds either way"
+    if recipe == "gpt2":
+        assert rest == [] and result.steps < first, "cut short by the deadline"
+        return
+    [(last_step, last)] = rest
+    assert last_step == budget.decay_replan_at(replace(cfg, max_steps=first), first_step)
+    assert last < first and result.steps == last, "planned fewer steps and took them all"
+    assert result.budget_plan.endswith(f": {last} steps (was {first})")
 
 
 def test_without_a_model_the_budget_chooses_one(token_data: Path, tmp_path: Path) -> None:
