@@ -19,12 +19,12 @@ import argparse
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from unittest.mock import patch
 
-from bench_recipe import CORPUS_BYTES, corpus, cpu_name, run, warm_up
+from bench_recipe import DEFAULT_DATA, corpus, cpu_name, run, warm_up
 
 from gptforge.model import budget
 
@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path(tempfile.gettempdir()) / f"bench-recipe-{CORPUS_BYTES // 1_000_000}mb",
+        default=DEFAULT_DATA,
         help="bench_recipe.py's corpus (built there if missing)",
     )
     args = parser.parse_args()
@@ -67,16 +67,17 @@ def main() -> int:
     shape = argparse.Namespace(preset="tiny", precision="fp32", eval_interval=None)
     warm_up(data, shape)
     print(f"{cpu_name()}, budget {args.budget:g} s, a busy loop from {args.busy_at:.0%} of it")
+    sides = {
+        "warmup only (peer)": lambda cfg, step: None,
+        "warmup + before the decay": budget.decay_replan_at,
+    }
     rows = {}
-    for name in ("warmup only (peer)", "warmup + before the decay"):
-        last_plan = budget.decay_replan_at
-        if name.startswith("warmup only"):
-            budget.decay_replan_at = lambda cfg, step: None
-        try:
-            with busy_after(args.busy_at * args.budget):
-                r = run(data, "sized", shape, args.budget)
-        finally:
-            budget.decay_replan_at = last_plan
+    for name, last_plan in sides.items():
+        with (
+            patch.object(budget, "decay_replan_at", last_plan),
+            busy_after(args.busy_at * args.budget),
+        ):
+            r = run(data, "sized", shape, args.budget)
         rows[name] = r
         print(f"{name}: {r['plan']}", flush=True)
     print("\n| count fixed at | planned last | steps taken | decay ended | wall s | "

@@ -73,6 +73,8 @@ from gptforge.pipeline.manifest import load_manifest
 STDLIB = Path(os.__file__).parent
 # The middle of the 20-40 MB of real text that issue 13 asks the benchmark to train on.
 CORPUS_BYTES = 30_000_000
+# Where the corpus is built and kept between runs (and read by bench_budget_slowdown.py).
+DEFAULT_DATA = Path(tempfile.gettempdir()) / f"bench-recipe-{CORPUS_BYTES // 1_000_000}mb"
 MAX_FILE_BYTES = 1_000_000  # larger ones are generated (stubs, tables), not written prose or code
 SUFFIXES = frozenset({".py", ".pyi", ".md", ".rst", ".txt"})
 # Test trees hold deliberately odd data (bad encodings, huge literals); a site-packages under
@@ -398,7 +400,7 @@ def main() -> int:
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path(tempfile.gettempdir()) / f"bench-recipe-{CORPUS_BYTES // 1_000_000}mb",
+        default=DEFAULT_DATA,
     )
     parser.add_argument("--quick", action="store_true", help="one 15 s budget, one repetition")
     args = parser.parse_args()
