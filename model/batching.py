@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 from gptforge.model.gpt import GPT
 from gptforge.model.kv_cache import KVCache
@@ -189,24 +190,31 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return hold
 
 
-class _Head:
-    """The output projection over the tokenizer's ids, in the CPU's fastest layout.
+# K-major copies of output weights, one per weight, dropped with the model and made again
+# when the weight changed in place (its version moved, e.g. an optimizer step in between).
+_K_MAJOR = WeakIdKeyDictionary()  # weight -> (its version, its K-major copy)
 
-    `F.linear` with the 50k x 384 weight at batch 1..16 runs 2-4x slower than reading the
-    weight once (BLAS packs it on every call); `x @ W.T` stored K-major (batch 1) and
-    `(W @ x.T).T` (larger batches) do not. The K-major copy is made on first use.
+
+def head_scores(model: GPT, x: Tensor) -> Tensor:
+    """The output projection (n, C) -> (n, tokenizer vocab), in the CPU's fastest layout.
+
+    `x @ W.T` with W stored K-major reads the weight once and returns row-major scores.
+    `F.linear` packs the 50k x 384 weight on every call (2-4x slower at batch 1..16), and
+    `(W @ x.T).T` returns them transposed: the sampling that follows (max, top-k, softmax
+    along the vocabulary) then reads with a 50k stride and costs more than the projection
+    (docs/benchmarks.md). The copy is kept for the next call: making it costs ~50 ms.
     """
+    weight = model.lm_head.weight
+    if weight.is_inference():  # no version counter to tell a changed weight by
+        return x @ _k_major(model)
+    kept = _K_MAJOR.get(weight)
+    if kept is None or kept[0] != weight._version:
+        kept = _K_MAJOR[weight] = (weight._version, _k_major(model))
+    return x @ kept[1]
 
-    def __init__(self, model: GPT):
-        self.weight = model.lm_head.weight[: model.config.tokenizer_vocab_size].detach()
-        self.k_major: Tensor | None = None
 
-    def __call__(self, x: Tensor) -> Tensor:
-        if x.size(0) > 1:
-            return (self.weight @ x.t()).t()
-        if self.k_major is None:
-            self.k_major = self.weight.t().contiguous()
-        return x @ self.k_major
+def _k_major(model: GPT) -> Tensor:
+    return model.lm_head.weight[: model.config.tokenizer_vocab_size].detach().t().contiguous()
 
 
 @dataclass
@@ -226,7 +234,6 @@ class Decoder:
 
     def __init__(self, job: Job, rows: list[Row], slots: int, stats: BatchStats):
         self.job, self.stats = job, stats
-        self.head = _Head(job.model)
         width = max(len(row.prompt) + row.limit for row in rows)
         self.history = torch.zeros((slots, width), dtype=torch.long, device=job.device)
         self.free = deque(range(slots))
@@ -330,7 +337,7 @@ class Decoder:
             if self.cache is not None:
                 inputs = self.history[index, fed].unsqueeze(1)
                 hidden = model.hidden(inputs, cache=self.cache.step(slots, 1))
-                return model.soft_cap(self.head(hidden[:, -1]))
+                return model.soft_cap(head_scores(model, hidden[:, -1]))
             # No cache: each row's whole sequence, left-padded with its first token.
             pad = fed.max() - fed
             columns = torch.arange(int(fed.max()) + 1, device=fed.device)
