@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
-from torch.utils.weak import WeakIdKeyDictionary
 
+from gptforge.model.decode_weights import can_pack, decode_weights
 from gptforge.model.gpt import GPT
 from gptforge.model.kv_cache import KVCache
 from gptforge.model.sampling import RowSettings, next_tokens
@@ -190,33 +190,6 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return hold
 
 
-# K-major copies of output weights, one per weight, dropped with the model and made again
-# when the weight changed in place (its version moved, e.g. an optimizer step in between).
-_K_MAJOR = WeakIdKeyDictionary()  # weight -> (its version, its K-major copy)
-
-
-def head_scores(model: GPT, x: Tensor) -> Tensor:
-    """The output projection (n, C) -> (n, tokenizer vocab), in the CPU's fastest layout.
-
-    `x @ W.T` with W stored K-major reads the weight once and returns row-major scores.
-    `F.linear` packs the 50k x 384 weight on every call (2-4x slower at batch 1..16), and
-    `(W @ x.T).T` returns them transposed: the sampling that follows (max, top-k, softmax
-    along the vocabulary) then reads with a 50k stride and costs more than the projection
-    (docs/benchmarks.md). The copy is kept for the next call: making it costs ~50 ms.
-    """
-    weight = model.lm_head.weight
-    if weight.is_inference():  # no version counter to tell a changed weight by
-        return x @ _k_major(model)
-    kept = _K_MAJOR.get(weight)
-    if kept is None or kept[0] != weight._version:
-        kept = _K_MAJOR[weight] = (weight._version, _k_major(model))
-    return x @ kept[1]
-
-
-def _k_major(model: GPT) -> Tensor:
-    return model.lm_head.weight[: model.config.tokenizer_vocab_size].detach().t().contiguous()
-
-
 @dataclass
 class Job:
     """What every step of one call shares."""
@@ -236,6 +209,8 @@ class Decoder:
         self.job, self.stats = job, stats
         width = max(len(row.prompt) + row.limit for row in rows)
         self.history = torch.zeros((slots, width), dtype=torch.long, device=job.device)
+        pack = can_pack(job.model, job.device, job.autocast_dtype)
+        self.weights = decode_weights(job.model, slots, pack and not job.no_cache)
         self.free = deque(range(slots))
         self.active: dict[int, Row] = {}  # slot -> row, in the order they took their slots
         self.cache = None
@@ -282,7 +257,7 @@ class Decoder:
         so a prompt is split the same way whatever else is decoding."""
         if self.cache is None:
             return
-        model, dtype = self.job.model, self.job.autocast_dtype
+        model, dtype = self.weights.model, self.job.autocast_dtype
         for slot, row in self.active.items():
             while not self._ready(row):
                 n = min(PREFILL_CHUNK, len(row.prompt) - 1 - row.fed)
@@ -336,8 +311,8 @@ class Decoder:
         with torch.autocast(self.job.device.type, dtype=dtype, enabled=dtype is not None):
             if self.cache is not None:
                 inputs = self.history[index, fed].unsqueeze(1)
-                hidden = model.hidden(inputs, cache=self.cache.step(slots, 1))
-                return model.soft_cap(head_scores(model, hidden[:, -1]))
+                hidden = self.weights.model.hidden(inputs, cache=self.cache.step(slots, 1))
+                return model.soft_cap(self.weights.head(hidden[:, -1]))
             # No cache: each row's whole sequence, left-padded with its first token.
             pad = fed.max() - fed
             columns = torch.arange(int(fed.max()) + 1, device=fed.device)

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from gptforge.model.batching import PREFILL_CHUNK, head_scores
+from gptforge.model.batching import PREFILL_CHUNK
 from gptforge.model.config import GPTConfig
 from gptforge.model.generate import BatchStats, Generation, generate
 from gptforge.model.gpt import GPT
@@ -162,24 +162,6 @@ def test_mean_logprob_is_the_models_log_probability_of_the_completion() -> None:
     logprobs = logits[0, :, :500].float().log_softmax(-1)
     expected = [logprobs[len(prompt) - 1 + i, t].item() for i, t in enumerate(g.tokens)]
     assert g.mean_logprob == pytest.approx(sum(expected) / len(expected), rel=1e-4)
-
-
-def test_the_head_gives_row_major_scores_and_follows_a_changed_weight() -> None:
-    """Decoding reads the output weight K-major (one copy, kept between calls) so that its
-    scores come out row-major for the sampling that follows; a weight changed in place (an
-    optimizer step) is copied again."""
-    model = tiny_gpt()
-    x = torch.randn(5, CONFIG.n_embd)
-    with torch.inference_mode():
-        scores = head_scores(model, x)
-        assert scores.shape == (5, CONFIG.tokenizer_vocab_size) and scores.is_contiguous()
-        expected = model.lm_head(x)[:, : CONFIG.tokenizer_vocab_size]
-        torch.testing.assert_close(scores, expected)
-        assert torch.equal(head_scores(model, x), scores)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(2)
-    with torch.inference_mode():
-        torch.testing.assert_close(head_scores(model, x), 2 * expected)
 
 
 def test_an_unknown_batching_is_refused() -> None:

@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python tests/perf/bench_generate.py [--reps 5] [--batches 1 8] [--quick]
       .venv/bin/python tests/perf/bench_generate.py --job [--outputs 512] [--batches 8]
+                                                    [--shape small|124m]
 
 One random-init GPT (6 layers, 6 heads, 384 wide, context 512, vocab 50304) and its
 `GPT2LMHeadModel` twin with the same weights (model/convert.py). Every side samples with
@@ -24,7 +25,9 @@ Sides: ours continuous batching, ours static batching, transformers `generate` o
 static batches of the same size (each runs to its longest row's limit; the rest is cut
 off), transformers `generate_batch`'s continuous batching (its manager, one request per
 output with its own max_new_tokens, at most that many requests per batch). Prints the time
-to finish the job and output tokens/s, with ratios.
+to finish the job and output tokens/s, with ratios. `--shape 124m` runs the job on GPT-2
+124M shapes (12 layers, 768 wide) instead of the small model: a step then reads ~500 MB of
+weights, the regime where continuous batching's fewer steps pay.
 """
 
 from __future__ import annotations
@@ -45,14 +48,19 @@ from gptforge.model.generate import generate
 from gptforge.model.gpt import GPT
 from gptforge.model.sampling_config import SamplingConfig
 
-CONFIG = GPTConfig(block_size=512, n_layer=6, n_head=6, n_embd=384, recipe="gpt2")
+SHAPES = {
+    "small": GPTConfig(block_size=512, n_layer=6, n_head=6, n_embd=384, recipe="gpt2"),
+    # GPT-2 124M: 12 layers of 768; fp32 weights (~500 MB) no longer sit in the CPU's caches.
+    "124m": GPTConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768, recipe="gpt2"),
+}
+CONFIG = SHAPES["small"]
 PROMPT_TOKENS = 32
 
 
-def build_models() -> tuple[GPT, GPT2LMHeadModel]:
+def build_models(config: GPTConfig = CONFIG) -> tuple[GPT, GPT2LMHeadModel]:
     torch.manual_seed(0)
-    ours = GPT(CONFIG).eval()
-    kwargs = hf_config_kwargs(CONFIG)
+    ours = GPT(config).eval()
+    kwargs = hf_config_kwargs(config)
     hf = GPT2LMHeadModel(GPT2Config(**kwargs, bos_token_id=0, eos_token_id=0)).eval()
     hf.load_state_dict(to_hf(ours.state_dict()), strict=True)
     hf.generation_config.eos_token_id = None
@@ -119,11 +127,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke test: 16 tokens, 1 rep")
     parser.add_argument("--job", action="store_true", help="the mixed batch job instead")
     parser.add_argument("--outputs", type=int, default=512, help="--job: outputs in the job")
+    parser.add_argument("--shape", choices=SHAPES, default="small", help="--job: the model")
     args = parser.parse_args()
     if args.quick:
         args.reps, args.new, args.outputs = 1, 16, 24
     torch.set_num_threads(args.threads)
-    ours, hf = build_models()
+    ours, hf = build_models(SHAPES[args.shape] if args.job else CONFIG)
     if args.job:
         run_job(ours, hf, args)
         return
@@ -156,7 +165,8 @@ def run_job(ours: GPT, hf: GPT2LMHeadModel, args: argparse.Namespace) -> None:
     batch = args.batches[-1]
     runs, total = job_sides(ours, hf, args.outputs, batch, seed=0)
     runs = {name: run for name, run in runs.items() if name in (args.sides or runs)}
-    print(f"job: {args.outputs} outputs, {total} output tokens, {batch} slots")
+    shape = f"{ours.config.n_layer} layers of {ours.config.n_embd}"
+    print(f"job: {args.outputs} outputs, {total} output tokens, {batch} slots, {shape}")
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for rep in range(args.reps):
