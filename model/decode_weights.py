@@ -16,9 +16,10 @@ laid out K-major: `x @ W.T` with W stored K-major reads the weight once and retu
 row-major scores, where `(W @ x.T).T` returns them transposed and the sampling that follows
 (max, top-k, softmax along the vocabulary) reads them with a 50k stride.
 
-The layouts are made once per model and kept (they cost ~50 ms to seconds to make): made
-again when a weight changed in place (its version moved, e.g. an optimizer step in between)
-or the row count changed; dropped with the model.
+The layouts are made once per model and kept (30 ms for the small benchmark model, 0.7 s
+for GPT-2 124M shapes): made again when a weight changed in place (its version moved, e.g.
+an optimizer step in between), the model moved to another device or dtype, or a call needs
+more rows than they are packed for; dropped with the model.
 """
 
 from __future__ import annotations
@@ -57,11 +58,23 @@ class PackedLinear(nn.Module):
 @dataclass(frozen=True)
 class DecodeWeights:
     """`model` runs the blocks (a twin sharing the parameters, or the model itself); `head`
-    maps final hidden states (n, C) to scores (n, tokenizer vocab), row-major."""
+    maps final hidden states (n, C) to scores (n, tokenizer vocab), row-major. `rows` is
+    the row count the weights are packed for, 0 when they are not; `source` is what they
+    were made from: the weights' device and dtype and every parameter's version."""
 
     model: GPT
     head: Callable[[Tensor], Tensor]
-    key: tuple
+    rows: int
+    source: tuple
+
+    def serves(self, rows: int, packable: bool, source: tuple) -> bool:
+        """Whether these layouts do for steps of at most `rows` rows: packed for at least as
+        many (fewer are padded, at about the cost of one row), or one row either way."""
+        if source != self.source:
+            return False
+        if not packable:
+            return not self.rows
+        return rows == 1 or self.rows >= rows
 
 
 _KEPT = WeakIdKeyDictionary()  # model -> DecodeWeights
@@ -80,26 +93,31 @@ def can_pack(model: GPT, device: torch.device, autocast_dtype: torch.dtype | Non
 
 def decode_weights(model: GPT, rows: int, pack: bool) -> DecodeWeights:
     """The model's decode layouts for steps of at most `rows` rows, kept for the next call;
-    `pack` asks for MKL-packed weights (see `can_pack`), pointless for one row."""
-    pack = pack and rows > 1
+    `pack` asks for MKL-packed weights (see `can_pack`), pointless for one row. Layouts
+    packed for more rows serve fewer, so a server alternating one-prompt and batch calls
+    keeps one layout instead of making it again at each change."""
+    packed_rows = rows if pack and rows > 1 else 0
     params = list(model.parameters())
     if any(p.is_inference() for p in params):  # no version counter to tell a change by
-        return _build(model, rows, pack, key=())
-    key = (rows, pack, tuple(p._version for p in params))
+        return _build(model, packed_rows, source=())
+    weight = model.lm_head.weight
+    source = (weight.device, weight.dtype, *(p._version for p in params))
     kept = _KEPT.get(model)
-    if kept is None or kept.key != key:
-        kept = _KEPT[model] = _build(model, rows, pack, key)
+    if kept is None or not kept.serves(rows, pack, source):
+        kept = _KEPT[model] = _build(model, packed_rows, source)
     return kept
 
 
 @torch.no_grad()
-def _build(model: GPT, rows: int, pack: bool, key: tuple) -> DecodeWeights:
+def _build(model: GPT, rows: int, source: tuple) -> DecodeWeights:
+    """Packed for `rows` rows, or (0) the model as it is with a K-major head."""
     vocab = model.config.tokenizer_vocab_size
     head_weight = model.lm_head.weight[:vocab].detach()
-    if not pack:
+    if not rows:
         k_major = head_weight.t().contiguous()
-        return DecodeWeights(model, lambda x: x @ k_major, key)
-    return DecodeWeights(_packed_twin(model, rows), PackedLinear(head_weight, None, rows), key)
+        return DecodeWeights(model, lambda x: x @ k_major, 0, source)
+    twin = _packed_twin(model, rows)
+    return DecodeWeights(twin, PackedLinear(head_weight, None, rows), rows, source)
 
 
 def _packed_twin(model: GPT, rows: int) -> GPT:

@@ -74,3 +74,23 @@ def test_packing_is_for_fp32_on_the_cpu_outside_autocast() -> None:
     assert not can_pack(model, cpu, torch.bfloat16)
     assert not can_pack(model, torch.device("cuda"), None)
     assert not can_pack(model.to(torch.bfloat16), cpu, None)
+
+
+@needs_mkl
+def test_layouts_packed_for_more_rows_serve_fewer_and_more_rows_repack() -> None:
+    """A server alternating one-prompt and batch calls keeps one layout."""
+    model = tiny_gpt()
+    with torch.inference_mode():
+        eight = decode_weights(model, rows=8, pack=True)
+        assert eight.rows == 8
+        assert decode_weights(model, rows=1, pack=True) is eight
+        assert decode_weights(model, rows=3, pack=True) is eight
+        sixteen = decode_weights(model, rows=16, pack=True)
+        assert sixteen.rows == 16
+        assert decode_weights(model, rows=1, pack=False).rows == 0  # GPU/autocast: unpacked
+        assert (
+            decode_weights(model.double(), rows=8, pack=False)
+            .head(torch.zeros(1, CONFIG.n_embd, dtype=torch.float64))
+            .dtype
+            == torch.float64
+        )  # another dtype (or device): made again
