@@ -209,12 +209,12 @@ class Decoder:
         self.job, self.stats = job, stats
         width = max(len(row.prompt) + row.limit for row in rows)
         self.history = torch.zeros((slots, width), dtype=torch.long, device=job.device)
-        pack = can_pack(job.model, job.device, job.autocast_dtype)
-        self.weights = decode_weights(job.model, slots, pack and not job.no_cache)
         self.free = deque(range(slots))
         self.active: dict[int, Row] = {}  # slot -> row, in the order they took their slots
         self.cache = None
         if not job.no_cache:
+            pack = can_pack(job.model, job.device, job.autocast_dtype)
+            self.weights = decode_weights(job.model, slots, pack)
             dtype = job.autocast_dtype or next(job.model.parameters()).dtype
             self.cache = KVCache(job.model.config, slots, width - 1, device=job.device, dtype=dtype)
             stats.cache_allocations += 1

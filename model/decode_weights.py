@@ -49,9 +49,8 @@ class PackedLinear(nn.Module):
         n = flat.size(0)
         if n > self.rows:
             return F.linear(x, self.weight, self.bias)
-        if n < self.rows:
-            flat = torch.cat([flat, flat.new_zeros(self.rows - n, flat.size(1))])
-        out = torch.ops.mkl._mkl_linear(flat, self.packed, self.weight, self.bias, self.rows)
+        padded = F.pad(flat, (0, 0, 0, self.rows - n))  # zero rows up to the packed count
+        out = torch.ops.mkl._mkl_linear(padded, self.packed, self.weight, self.bias, self.rows)
         return out[:n].view(*x.shape[:-1], out.size(-1))
 
 
