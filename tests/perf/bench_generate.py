@@ -163,7 +163,7 @@ def main() -> None:
 def run_job(ours: GPT, hf: GPT2LMHeadModel, args: argparse.Namespace) -> None:
     """Time to finish the mixed job per side; the job's output tokens are the same for all."""
     batch = args.batches[-1]
-    runs, total = job_sides(ours, hf, args.outputs, batch, seed=0)
+    runs, total, stats = job_sides(ours, hf, args.outputs, batch, seed=0)
     runs = {name: run for name, run in runs.items() if name in (args.sides or runs)}
     shape = f"{ours.config.n_layer} layers of {ours.config.n_embd}"
     print(f"job: {args.outputs} outputs, {total} output tokens, {batch} slots, {shape}")
@@ -186,6 +186,15 @@ def run_job(ours: GPT, hf: GPT2LMHeadModel, args: argparse.Namespace) -> None:
         print(
             f"| {name} | {med[name]:.1f} | {total / med[name]:.1f} | "
             f"{med[name] / med[first]:.2f}x |"
+        )
+    if {"continuous", "static"} <= stats.keys():
+        steps = {name: stats[name].decode_steps for name in ("continuous", "static")}
+        print(
+            f"\ndecode steps: continuous {steps['continuous']} "
+            f"({stats['continuous'].occupancy:.0%} of slots busy), static {steps['static']} "
+            f"({stats['static'].occupancy:.0%}): {steps['static'] / steps['continuous']:.2f}x, "
+            "the most continuous batching can gain where a step's cost does not grow with "
+            "its rows"
         )
 
 

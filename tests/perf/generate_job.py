@@ -14,6 +14,7 @@ import torch
 from transformers import GenerationConfig, GPT2LMHeadModel
 from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
+from gptforge.model.batching import BatchStats
 from gptforge.model.generate import generate
 from gptforge.model.gpt import GPT
 from gptforge.model.sampling_config import SamplingConfig
@@ -30,15 +31,21 @@ def make_job(outputs: int, vocab: int, seed: int) -> tuple[list[list[int]], list
 
 def job_sides(
     ours: GPT, hf: GPT2LMHeadModel, outputs: int, batch: int, seed: int
-) -> tuple[dict[str, Callable[[], int]], int]:
-    """Each side runs the whole job and returns the output tokens it kept; and their total."""
+) -> tuple[dict[str, Callable[[], int]], int, dict[str, BatchStats]]:
+    """Each side runs the whole job and returns the output tokens it kept; their total; and
+    what our two batchings did at their last run (decode steps, slot occupancy)."""
     prompts, limits = make_job(outputs, ours.config.tokenizer_vocab_size, seed)
     settings = [
         SamplingConfig(**SAMPLING, max_new_tokens=n, eos_token_id=(), seed=seed) for n in limits
     ]
 
+    stats: dict[str, BatchStats] = {}
+
     def run_ours(batching: str) -> int:
-        results = generate(ours, prompts, settings, batch_size=batch, batching=batching)
+        stats[batching] = BatchStats()
+        results = generate(
+            ours, prompts, settings, batch_size=batch, batching=batching, stats=stats[batching]
+        )
         return sum(g.num_completion_tokens for g in results)
 
     def run_hf_generate() -> int:
@@ -92,4 +99,4 @@ def job_sides(
         "hf-generate": run_hf_generate,
         "hf-generate_batch": run_hf_generate_batch,
     }
-    return sides, sum(limits)
+    return sides, sum(limits), stats
