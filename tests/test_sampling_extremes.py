@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from gptforge.model.config import GPTConfig
 from gptforge.model.generate import generate
 from gptforge.model.gpt import GPT
-from gptforge.model.sampling import next_tokens
+from gptforge.model.sampling import finite, next_tokens
 from gptforge.model.sampling_config import SamplingConfig
 from gptforge.pipeline.errors import RunError
 from gptforge.pipeline.tokenizer import VOCAB_SIZE, gpt2_encoding
@@ -114,3 +114,15 @@ def test_a_model_without_any_finite_score_is_refused_in_one_line() -> None:
         uniforms = torch.zeros(2, dtype=torch.float64)
         with pytest.raises(RunError, match="no finite score in batch row 1"):
             next_tokens(logits, None, config, uniforms)
+
+
+def test_finite_scores_pass_through_and_only_broken_ones_are_copied() -> None:
+    """The usual decode step costs one sum, no (rows, vocab) copy; NaN and +inf are replaced
+    (also where huge finite scores make the sum overflow: the slow path keeps them)."""
+    scores = torch.tensor([[1.0, -2.0, 3e38], [0.5, 0.25, -1e30]])
+    assert finite(scores) is scores
+    broken = torch.tensor([[1.0, math.nan, math.inf], [3e38, 3e38, -math.inf]])
+    fixed = finite(broken)
+    top = torch.finfo(torch.float32).max
+    assert torch.equal(fixed, torch.tensor([[1.0, -math.inf, top], [3e38, 3e38, -math.inf]]))
+    assert math.isnan(broken[0, 1].item())  # the model's scores are left as they were
