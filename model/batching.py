@@ -289,8 +289,7 @@ class Decoder:
             device=job.device,
         )
         chosen = next_tokens(logits, seen, settings, uniforms)
-        # The log-softmax at the chosen tokens only: no (rows, vocab) output to write.
-        logprobs = logits.gather(1, chosen.unsqueeze(1)).squeeze(1) - logits.logsumexp(dim=1)
+        logprobs = logits.log_softmax(dim=1).gather(1, chosen.unsqueeze(1)).squeeze(1)
         self.history[index, fed + 1] = chosen
         self.stats.decode_steps += 1
         self.stats.decoded_rows += len(rows)
