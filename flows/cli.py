@@ -23,7 +23,7 @@ from gptforge.flows.run_link import announced
 from gptforge.flows.servers import ServerError, use_running_servers
 from gptforge.model.config import RECIPE_SETTINGS
 from gptforge.model.interrupt import Terminated, TrainingInterrupted, raise_on_sigterm
-from gptforge.model.sampling_config import SWEEPABLE, SamplingConfig
+from gptforge.model.sampling_config import SWEEPABLE, JobConfig, SamplingConfig
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import ConfigError, IngestConfig
 from gptforge.pipeline.errors import RunError
@@ -290,6 +290,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     sweep = {name: getattr(args, name) for name in documented(SamplingConfig)}
     sampling_grid(sweep)  # every value checked before anything starts
+    JobConfig(**{name: getattr(args, name) for name in documented(JobConfig)})
     if args.stream:
         if (
             args.prompts_file

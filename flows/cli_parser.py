@@ -1,6 +1,6 @@
-"""The `gptforge` command line's grammar: commands and options. Options for the train and ingest
-settings are generated from their dataclasses (`flows/settings_cli.py`); sampling defaults
-come from `SamplingConfig`."""
+"""The `gptforge` command line's grammar: commands and options. The options of the ingest,
+train, sampling and generation-job settings are generated from their dataclasses
+(`flows/settings_cli.py`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from gptforge.flows.review_settings import SettingsSource
 from gptforge.flows.servers import add_commands as add_server_commands
 from gptforge.flows.settings_cli import add_settings
 from gptforge.model.config import PRESETS, GPTConfig
-from gptforge.model.sampling_config import SWEEPABLE, Batching, SamplingConfig
+from gptforge.model.sampling_config import SWEEPABLE, JobConfig, SamplingConfig
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import ConfigError, IngestConfig
 
@@ -68,14 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings(gen, SamplingConfig, skip={"stop"}, sweep=frozenset(SWEEPABLE))
     _list(gen, "--stop", "TEXT", "end an output when it produces this text")
-    gen.add_argument("--num-return-sequences", type=int, default=1, help="outputs per prompt")
-    gen.add_argument("--batch-size", type=int, default=8, help="outputs decoded together")
-    gen.add_argument(
-        "--batching",
-        default=get_args(Batching)[0],
-        choices=get_args(Batching),
-        help="continuous: a finished output's slot is refilled at once; static: whole batches",
-    )
+    add_settings(gen, JobConfig, skip=set())
     gen.add_argument("--out", default=None, help="JSONL file for the generation records")
     gen.add_argument("--experiment", default="gptforge", help="MLflow experiment")
     gen.add_argument(

@@ -33,7 +33,7 @@ from gptforge.flows.tracking import (
 from gptforge.flows.train import MODEL_VERSION_TAG
 from gptforge.model.checkpoint import CONFIG, load_model
 from gptforge.model.config import GPTConfig
-from gptforge.model.generate import Generation, stream, validate_job, validate_prompts
+from gptforge.model.generate import JOB, Generation, stream, validate_prompts
 from gptforge.model.generation_job import (
     Prompt,
     load_prompts,
@@ -41,7 +41,7 @@ from gptforge.model.generation_job import (
     setting_label,
     with_overrides,
 )
-from gptforge.model.sampling_config import Batching, SamplingConfig
+from gptforge.model.sampling_config import Batching, JobConfig, SamplingConfig
 from gptforge.pipeline.atomic import atomic_open
 from gptforge.pipeline.settings import check_output
 from gptforge.pipeline.tokenizer import decode, encode
@@ -131,7 +131,7 @@ def inference_device() -> tuple[torch.device, torch.dtype | None]:
     return torch.device("cpu"), None
 
 
-DEFAULTS = SamplingConfig()  # every sampling default below comes from model/sampling.py
+DEFAULTS = SamplingConfig()  # every default below comes from model/sampling_config.py
 
 
 @flow(name="generate", flow_run_name=flow_run_name("generate", "model"))
@@ -146,9 +146,9 @@ def generate_flow(
     max_new_tokens: int = DEFAULTS.max_new_tokens,
     do_sample: bool = DEFAULTS.do_sample,
     stop: list[str] | None = None,
-    num_return_sequences: int = 1,
-    batch_size: int = 8,
-    batching: Batching = "continuous",
+    num_return_sequences: int = JOB.num_return_sequences,
+    batch_size: int = JOB.batch_size,
+    batching: Batching = JOB.batching,
     seed: int = DEFAULTS.seed,
     settings: SettingsSource = "given",
     traces: bool = True,
@@ -187,7 +187,7 @@ def generate_flow(
     check_tracking_names(experiment)
     out_path = check_output("out", out, file=True) if out is not None else _default_out()
     job = load_prompts(prompts, prompts_file)
-    validate_job(num_return_sequences, batch_size, batching)
+    JobConfig(num_return_sequences, batch_size, batching)
     sweep = {
         "temperature": temperature,
         "top_k": top_k,

@@ -24,14 +24,15 @@ from gptforge.model.checkpoint import (
     check_checkpoint,
     resolve_checkpoint,
 )
-from gptforge.model.sampling_config import SamplingConfig
+from gptforge.model.sampling_config import JobConfig, SamplingConfig
 from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.settings import defaults
 
 DEFAULT_MODEL_NAME = "gptforge"
 MODEL_ARTIFACT = "model"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 TRAIN_RUN_TAG = "gptforge.train_run_id"
-JOB_PARAMS = {"num_return_sequences": 1}  # what predict takes besides SamplingConfig's fields
+JOB_PARAMS = defaults(JobConfig)  # what predict takes besides SamplingConfig's fields
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,8 @@ def register_checkpoint(checkpoint: Path, name: str, dataset_digest: str) -> str
 
 
 def model_signature() -> ModelSignature:
-    """Prompts in, completions out, and every sampling setting (plus `num_return_sequences`)
-    as a parameter whose default is `SamplingConfig`'s, so `mlflow models serve` and
+    """Prompts in, completions out, and every sampling and job setting as a parameter whose
+    default is `SamplingConfig`'s or `JobConfig`'s, so `mlflow models serve` and
     `predict(params=...)` take them by name. Scalar settings may also come per row, as
     optional input columns of the same names (empty cells: the params' value)."""
     kinds = {bool: "boolean", int: "long", float: "double", str: "string"}

@@ -1,7 +1,7 @@
 """The registered model's pyfunc face, logged as code (MLflow "models from code"): nothing is
 pickled. `mlflow.pyfunc.load_model("models:/gptforge/3").predict(pd.DataFrame({"prompt":
 ["Once upon"]}), params={"temperature": 0.3, "num_return_sequences": 2})` generates, and
-a DataFrame may carry per-row settings in columns named like the parameters. Our own tools
+a DataFrame may carry per-row settings in columns named like the sampling parameters. Our own tools
 skip this wrapper and load the safetensors checkpoint directly."""
 
 from __future__ import annotations
@@ -30,30 +30,25 @@ class GPTForgeModel(PythonModel):
     # No type hints on the inputs: MLflow would infer a signature from them and drop the
     # explicit one (flows/models.py: model_signature), whose parameters carry the defaults.
     def predict(self, context: PythonModelContext, model_input, params=None):  # noqa: ANN001
-        """Completions ordered by (row, sample index): `num_return_sequences` per row."""
+        """Completions ordered by (row, sample index): `num_return_sequences` per row. Rows
+        with different settings share one batch, each with its own."""
         from gptforge.model.generate import generate
-        from gptforge.model.sampling_config import SamplingConfig
+        from gptforge.model.sampling_config import JobConfig, SamplingConfig
         from gptforge.pipeline.tokenizer import decode, encode
 
         params = dict(params or {})
-        n = int(params.pop("num_return_sequences", JOB_PARAMS["num_return_sequences"]))
+        job = JobConfig(**{name: params.pop(name, value) for name, value in JOB_PARAMS.items()})
         rows = _rows(model_input)
-        groups: dict[SamplingConfig, list[int]] = {}
-        for i, (_, overrides) in enumerate(rows):
-            groups.setdefault(SamplingConfig.from_json(params | overrides), []).append(i)
-        texts: dict[tuple[int, int], str] = {}
-        for settings, indices in groups.items():
-            prompts = [encode(rows[i][0]) for i in indices]
-            outputs = generate(
-                self.model,
-                prompts,
-                settings,
-                num_return_sequences=n,
-                decode=decode,
-                prompt_indices=indices,
-            )
-            texts |= {(g.prompt_index, g.sample_index): g.text for g in outputs}
-        return [texts[key] for key in sorted(texts)]
+        outputs = generate(
+            self.model,
+            [encode(prompt) for prompt, _ in rows],
+            [SamplingConfig.from_json(params | overrides) for _, overrides in rows],
+            num_return_sequences=job.num_return_sequences,
+            batch_size=job.batch_size,
+            batching=job.batching,
+            decode=decode,
+        )
+        return [g.text for g in outputs]
 
 
 def _rows(model_input: Any) -> list[tuple[str, dict[str, Any]]]:

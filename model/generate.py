@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import get_args
 
 import torch
 
@@ -29,22 +28,12 @@ from gptforge.model.batching import (
     row_seed,
 )
 from gptforge.model.gpt import GPT
-from gptforge.model.sampling_config import Batching, SamplingConfig
+from gptforge.model.sampling_config import Batching, JobConfig, SamplingConfig
 from gptforge.pipeline.config import ConfigError
 from gptforge.pipeline.tokenizer import EOT_TOKEN
 
 __all__ = ["BatchStats", "Generation", "TokenEvent", "generate", "row_seed", "stream"]
-BATCHING: tuple[str, ...] = get_args(Batching)
-
-
-def validate_job(num_return_sequences: int, batch_size: int, batching: str = "continuous") -> None:
-    """The job's shape settings, checked before a model is loaded."""
-    if num_return_sequences < 1:
-        raise ConfigError("num_return_sequences", f"must be >= 1, got {num_return_sequences}")
-    if batch_size < 1:
-        raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
-    if batching not in BATCHING:
-        raise ConfigError("batching", f"must be one of {', '.join(BATCHING)}, got {batching!r}")
+JOB = JobConfig()  # the defaults of every entry point below
 
 
 def validate_prompts(prompts: Sequence[Sequence[int]], block_size: int, vocab_size: int) -> None:
@@ -74,9 +63,9 @@ def stream(
     prompts: Sequence[Sequence[int]],
     sampling: SamplingConfig | Sequence[SamplingConfig] | None = None,
     *,
-    num_return_sequences: int = 1,
-    batch_size: int = 8,
-    batching: Batching = "continuous",
+    num_return_sequences: int = JOB.num_return_sequences,
+    batch_size: int = JOB.batch_size,
+    batching: Batching = JOB.batching,
     decode: Decode | None = None,
     device: torch.device | str | None = None,
     autocast_dtype: torch.dtype | None = None,
@@ -98,7 +87,7 @@ def stream(
     several calls, or one prompt under several settings, keeps every output's text. `stats`
     is filled with what the loop did.
     """
-    validate_job(num_return_sequences, batch_size, batching)
+    JobConfig(num_return_sequences, batch_size, batching)  # checked before any model work
     config = model.config
     prompts = [[int(t) for t in prompt] for prompt in prompts]
     validate_prompts(prompts, config.block_size, config.vocab_size)
@@ -139,9 +128,9 @@ def generate(
     prompts: Sequence[Sequence[int]],
     sampling: SamplingConfig | Sequence[SamplingConfig] | None = None,
     *,
-    num_return_sequences: int = 1,
-    batch_size: int = 8,
-    batching: Batching = "continuous",
+    num_return_sequences: int = JOB.num_return_sequences,
+    batch_size: int = JOB.batch_size,
+    batching: Batching = JOB.batching,
     decode: Decode | None = None,
     on_token: Callable[[TokenEvent], None] | None = None,
     device: torch.device | str | None = None,

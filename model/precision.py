@@ -18,7 +18,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     oneDNN's AVX-512 BF16 / AMX), else fp32: emulated bf16 matmuls run tens of times slower
     than fp32 (docs/benchmarks.md). fp16 is refused on CPU, where there is no GradScaler path."""
     if precision not in PRECISIONS:
-        raise ConfigError("precision", f"{precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise ConfigError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if device.type == "cuda":
         native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
         if precision in ("auto", "bf16") and native_bf16:

@@ -1,10 +1,12 @@
-"""Decoding settings under Hugging Face's `GenerationConfig` names: plain Python, no torch, so
-the CLI can read their defaults and check a value before anything heavy is imported."""
+"""A generation job's settings: how tokens are picked (`SamplingConfig`, under Hugging Face's
+`GenerationConfig` names) and how the job's outputs are decoded (`JobConfig`). Plain Python,
+no torch, so the CLI can read their defaults and check a value before anything heavy is
+imported."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from gptforge.pipeline.settings import ConfigError, check_fields, setting
 from gptforge.pipeline.tokenizer import EOT_TOKEN
@@ -68,3 +70,23 @@ class SamplingConfig:
         if unknown:
             raise ConfigError(unknown[0], f"unknown sampling setting; known: {sorted(known)}")
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """How a job's outputs are laid out and decoded: how many per prompt, how many at once and
+    how they share the decoder's slots. `gptforge generate`, the `generate` flow, `generate()`
+    and the registered model's `predict` take their defaults from here. Only
+    `num_return_sequences` changes what comes out: an output's text does not depend on the
+    batch size or the batching (docs/generation.md)."""
+
+    num_return_sequences: int = setting(1, "outputs per prompt (and setting)", ge=1)
+    batch_size: int = setting(8, "outputs decoded together: the decoder's slots", ge=1)
+    batching: Batching = setting(
+        "continuous",
+        "continuous: a finished output's slot is refilled at once; static: whole batches",
+        choices=get_args(Batching),
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)

@@ -49,7 +49,8 @@ def check_fields(config: object) -> None:
         choices = f.metadata.get("choices")
         if choices is not None:
             if value not in choices:
-                raise ConfigError(f.name, f"{value!r} is not one of {', '.join(choices)}")
+                allowed = ", ".join(map(str, choices))
+                raise ConfigError(f.name, f"must be one of {allowed}, got {value!r}")
             continue
         if kind.startswith("bool"):
             if not isinstance(value, bool):

@@ -165,5 +165,6 @@ def test_mean_logprob_is_the_models_log_probability_of_the_completion() -> None:
 
 
 def test_an_unknown_batching_is_refused() -> None:
-    with pytest.raises(ConfigError, match="batching: must be one of continuous, static"):
+    message = "batching: must be one of continuous, static, got 'dynamic'"
+    with pytest.raises(ConfigError, match=message):
         generate(tiny_gpt(), [[1]], batching="dynamic")

@@ -99,7 +99,7 @@ def test_link_cycles_end_the_walk_and_are_listed(root: Path):
 
 
 def test_follow_symlinks_is_checked(root: Path):
-    with pytest.raises(ConfigError, match="follow_symlinks: 'yes' is not one of inside, all"):
+    with pytest.raises(ConfigError, match="follow_symlinks: must be one of inside, all, got 'yes'"):
         run(root, follow_symlinks="yes")
 
 

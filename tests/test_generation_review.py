@@ -284,6 +284,11 @@ def test_the_registered_pyfunc_honours_sampling_params(registered: dict) -> None
 
     sampled = model.predict(prompts, params={"max_new_tokens": 3, "seed": 5})
     assert model.predict(prompts, params={"max_new_tokens": 3, "seed": 5}) == sampled
+    # the job's shape is a parameter too; it does not change the text
+    one_slot = {"max_new_tokens": 3, "seed": 5, "batch_size": 1, "batching": "static"}
+    assert model.predict(prompts, params=one_slot) == sampled
+    with pytest.raises(ConfigError, match="batch_size: must be >= 1, got 0"):
+        model.predict(prompts, params={"batch_size": 0})
     # per-row settings: the first row greedy and 3 tokens, the second as the params say
     rows = pd.DataFrame({"prompt": ["The model", "Data flows"], "temperature": [0.0, None]})
     rows["max_new_tokens"] = [3, None]
@@ -306,6 +311,7 @@ def test_mlflow_models_serve_answers_with_params_over_http(
     url = f"http://127.0.0.1:{port}"
     with served(command, f"{url}/ping", tmp_path / "serve.log", env):
         params = {"do_sample": False, "max_new_tokens": 3, "num_return_sequences": 2}
+        params |= {"batch_size": 3, "batching": "static"}
         model = mlflow.pyfunc.load_model(registered["uri"])
         prompts = ["The model", "Data flows"]
         expected = model.predict(pd.DataFrame({"prompt": prompts}), params=params)

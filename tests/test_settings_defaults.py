@@ -1,6 +1,7 @@
-"""Each setting is defined once: sampling in `model.sampling_config.SamplingConfig`, training in
-`model.train_config.TrainConfig`. The CLI, the flows' parameters (the Prefect UI form) and the
-registered model's parameter schema all show the same default, field by field."""
+"""Each setting is defined once: sampling in `model.sampling_config.SamplingConfig`, a generation
+job's shape in `JobConfig`, training in `model.train_config.TrainConfig`. The CLI, the flows'
+parameters (the Prefect UI form), the library and the registered model's parameter schema all
+show the same default, field by field."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 
 from gptforge.flows.cli import build_parser
 from gptforge.flows.generate import generate_flow
-from gptforge.flows.models import JOB_PARAMS, model_signature
+from gptforge.flows.models import model_signature
 from gptforge.model.config import GPTConfig
-from gptforge.model.sampling_config import SamplingConfig
+from gptforge.model.generate import stream
+from gptforge.model.sampling_config import JobConfig, SamplingConfig
 from gptforge.model.train_config import TrainConfig
 from gptforge.pipeline.config import IngestConfig
 from gptforge.pipeline.settings import documented
@@ -38,11 +40,18 @@ def test_every_sampling_default_is_the_same_everywhere(name: str) -> None:
         assert (cli[0] if isinstance(cli, list) else cli) == library
 
 
+@pytest.mark.parametrize("name", documented(JobConfig))
+def test_every_job_default_is_the_same_everywhere(name: str) -> None:
+    """`--batch-size`, the flow's `batch_size`, `generate()`'s and `predict`'s: one default."""
+    library = inspect.signature(stream).parameters[name].default
+    assert CLI[name] == FLOW[name] == MLFLOW[name] == library == getattr(JobConfig(), name)
+
+
 def test_the_registered_models_predict_samples_as_the_cli_does() -> None:
     """What drifted before: the CLI sampled with T=0.8/top-k 50/top-p 0.95, `predict` with
     1.0/0/1.0. Both now read SamplingConfig's defaults."""
     assert (LIBRARY.temperature, LIBRARY.top_k, LIBRARY.top_p) == (0.8, 50, 0.95)
-    names = {f.name for f in fields(SamplingConfig)} | set(JOB_PARAMS)
+    names = {f.name for f in fields(SamplingConfig)} | set(documented(JobConfig))
     assert {p.name for p in model_signature().params} == names
 
 
@@ -103,18 +112,35 @@ def exit_status(argv: list[str]) -> int:
 
 
 @pytest.mark.parametrize(
-    ("option", "value", "message"),
+    ("command", "option", "value", "message"),
     [
-        ("--max-steps", "0", "max_steps: must be >= 1"),
-        ("--beta2", "1", "beta2: must be >= 0 and < 1, got 1.0"),
-        ("--learning-rate", "2", "learning_rate: must be > 0 and <= 1"),
-        ("--seed", "-1", "seed: must be >= 0"),
+        ("train", "--max-steps", "0", "max_steps: must be >= 1"),
+        ("train", "--beta2", "1", "beta2: must be >= 0 and < 1, got 1.0"),
+        ("train", "--learning-rate", "2", "learning_rate: must be > 0 and <= 1"),
+        ("train", "--seed", "-1", "seed: must be >= 0"),
+        ("generate", "--batch-size", "0", "batch_size: must be >= 1, got 0"),
+        ("generate", "--num-return-sequences", "-2", "num_return_sequences: must be >= 1, got -2"),
+        ("generate", "--top-p", "0", "top_p: must be > 0 and <= 1, got 0.0"),
     ],
 )
-def test_a_training_setting_out_of_range_is_refused_with_its_name(
-    option: str, value: str, message: str, tmp_path, capsys: pytest.CaptureFixture[str]
+def test_a_setting_out_of_range_is_refused_with_its_name_before_anything_starts(
+    command: str,
+    option: str,
+    value: str,
+    message: str,
+    tmp_path,
+    monkeypatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert exit_status(["train", "--data", str(tmp_path), option, value]) == 2
+    """One line naming the setting; no Prefect server started, no flow run made."""
+    from gptforge.flows import cli
+
+    def started() -> None:
+        raise AssertionError("the orchestrator was started")
+
+    monkeypatch.setattr(cli, "orchestrator", started)
+    job = {"train": ["--data", str(tmp_path)], "generate": ["--model", "m", "--prompts", "hi"]}
+    assert exit_status([command, *job[command], option, value]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
 
