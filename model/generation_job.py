@@ -1,5 +1,6 @@
 """A batch generation job as data: prompts (list, .txt or .jsonl with per-prompt overrides)
-and a grid of sampling settings, all validated before any model is loaded."""
+and a grid of sampling settings, all validated before any model is loaded: a bad override is
+refused naming its file and line."""
 
 from __future__ import annotations
 
@@ -108,4 +109,8 @@ def _jsonl_prompt(line: str, number: int, path: Path) -> Prompt:
     unknown = sorted(set(overrides) - set(SETTING_NAMES))
     if unknown:
         raise ConfigError("prompts_file", f"{path}:{number}: unknown setting {unknown[0]!r}")
+    try:  # every value checked here, where its line is known; no setting depends on another
+        SamplingConfig(**overrides)
+    except ConfigError as exc:
+        raise ConfigError("prompts_file", f"{path}:{number}: {exc}") from exc
     return Prompt(row["prompt"], overrides)

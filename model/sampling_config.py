@@ -41,18 +41,15 @@ class SamplingConfig:
     eos_token_id: tuple[int, ...] = (EOT_TOKEN,)
 
     def __post_init__(self) -> None:
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        eos = self.eos_token_id
-        eos = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
+        stop = _several(self.stop, str)
+        if stop is None or not all(s for s in stop):
+            raise ConfigError("stop", f"must be non-empty strings, got {self.stop!r}")
+        eos = _several(self.eos_token_id, int)
+        if eos is None or not all(not isinstance(t, bool) and t >= 0 for t in eos):
+            raise ConfigError("eos_token_id", f"must be token ids >= 0, got {self.eos_token_id!r}")
         object.__setattr__(self, "stop", stop)
         object.__setattr__(self, "eos_token_id", eos)
         check_fields(self)
-        if not all(isinstance(s, str) and s for s in self.stop):
-            raise ConfigError("stop", f"must be non-empty strings, got {self.stop!r}")
-        if not all(
-            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.eos_token_id
-        ):
-            raise ConfigError("eos_token_id", f"must be token ids >= 0, got {self.eos_token_id!r}")
 
     @property
     def greedy(self) -> bool:
@@ -70,6 +67,18 @@ class SamplingConfig:
         if unknown:
             raise ConfigError(unknown[0], f"unknown sampling setting; known: {sorted(known)}")
         return cls(**data)
+
+
+def _several(value: Any, kind: type) -> tuple | None:
+    """One value of `kind`, a list or tuple of them, or None (none) as a tuple; None when
+    `value` is anything else (a number where text goes, a dict, a string of ids)."""
+    if value is None:
+        return ()
+    if isinstance(value, kind):
+        return (value,)
+    if isinstance(value, list | tuple) and all(isinstance(v, kind) for v in value):
+        return tuple(value)
+    return None
 
 
 @dataclass(frozen=True)

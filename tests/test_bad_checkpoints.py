@@ -134,6 +134,27 @@ def test_a_utf16_prompts_file_is_decoded_as_ingest_decodes_text(
     assert [p.text for p in load_prompts(None, str(jsonl))] == lines
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ('"temperature": "hot"', "temperature: must be a finite number >= 0, got 'hot'"),
+        ('"top_k": 2.5', "top_k: must be an integer >= 0, got 2.5"),
+        ('"stop": 5', "stop: must be non-empty strings, got 5"),
+        ('"stop": {"a": 1}', "stop: must be non-empty strings, got {'a': 1}"),
+        ('"eos_token_id": 3.5', "eos_token_id: must be token ids >= 0, got 3.5"),
+    ],
+)
+def test_a_bad_override_in_a_prompts_file_names_its_line(
+    override: str, message: str, tmp_path: Path
+) -> None:
+    """Found as the file is read, before a flow run starts; not one traceback."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a", "top_k": 5}\n{"prompt": "b", ' + override + "}\n")
+    with pytest.raises(ConfigError) as err:
+        load_prompts(None, str(prompts))
+    assert str(err.value) == f"prompts_file: {prompts}:2: {message}"
+
+
 def test_deeply_nested_json_in_a_prompts_file_names_the_line(
     capsys, trained: Path, tmp_path: Path
 ) -> None:
