@@ -79,11 +79,16 @@ class DecodeWeights:
 _KEPT = WeakIdKeyDictionary()  # model -> DecodeWeights
 
 
+_MKL_OPS = ("_mkl_reorder_linear_weight", "_mkl_linear")  # private: a build may lack them
+
+
 def can_pack(model: GPT, device: torch.device, autocast_dtype: torch.dtype | None) -> bool:
-    """MKL packing applies to fp32 weights on a CPU with MKL, outside autocast."""
+    """MKL packing applies to fp32 weights on a CPU with MKL, outside autocast, where this
+    torch build has the packing ops; elsewhere the plain weights serve."""
     weight = model.lm_head.weight
     return (
         torch.backends.mkl.is_available()
+        and all(hasattr(torch.ops.mkl, op) for op in _MKL_OPS)
         and device.type == "cpu"
         and autocast_dtype is None
         and weight.dtype == torch.float32

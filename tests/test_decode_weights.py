@@ -3,13 +3,17 @@ their neighbours, and a K-major head; made once per model and made again when it
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gptforge.model.config import GPTConfig
 from gptforge.model.decode_weights import PackedLinear, can_pack, decode_weights
+from gptforge.model.generate import generate
 from gptforge.model.gpt import GPT
+from gptforge.model.sampling_config import SamplingConfig
 
 CONFIG = GPTConfig(
     block_size=64, vocab_size=512, n_layer=2, n_head=4, n_embd=64, tokenizer_vocab_size=500
@@ -74,6 +78,22 @@ def test_packing_is_for_fp32_on_the_cpu_outside_autocast() -> None:
     assert not can_pack(model, cpu, torch.bfloat16)
     assert not can_pack(model, torch.device("cuda"), None)
     assert not can_pack(model.to(torch.bfloat16), cpu, None)
+
+
+def test_a_torch_build_without_the_packing_ops_decodes_with_the_plain_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ops are private to torch: without them the cached decoder still runs and still
+    equals the model recomputed without a cache."""
+    model, prompts = tiny_gpt(), [[1, 2, 3], [4, 5]]
+    greedy = SamplingConfig(do_sample=False, max_new_tokens=6, eos_token_id=())
+    generate(model, prompts, greedy, batch_size=2)  # packed layouts kept for this model
+    monkeypatch.setattr(torch.ops, "mkl", SimpleNamespace())  # a build without them
+    assert not can_pack(model, torch.device("cpu"), None)
+    cached = generate(model, prompts, greedy, batch_size=2)
+    assert decode_weights(model, 2, pack=False).rows == 0
+    recomputed = generate(model, prompts, greedy, no_cache=True)
+    assert [g.tokens for g in cached] == [g.tokens for g in recomputed]
 
 
 @needs_mkl
