@@ -11,10 +11,10 @@ tests/test_decode_weights.py), so an output's scores are the same whoever shares
 and continuous and static batching give the same tokens. Longer inputs (prefill chunks)
 take the plain weight.
 
-Without MKL, on a GPU, or under autocast the model is used as it is and only the head is
-laid out K-major: `x @ W.T` with W stored K-major reads the weight once and returns
-row-major scores, where `(W @ x.T).T` returns them transposed and the sampling that follows
-(max, top-k, softmax along the vocabulary) reads them with a 50k stride.
+Without MKL or its (private) packing ops, on a GPU, or under autocast the model is used as it
+is and only the head is laid out K-major: `x @ W.T` with W stored K-major reads the weight
+once and returns row-major scores, where `(W @ x.T).T` returns them transposed and the
+sampling that follows (max, top-k, softmax along the vocabulary) reads them with a 50k stride.
 
 The layouts are made once per model and kept (30 ms for the small benchmark model, 0.7 s
 for GPT-2 124M shapes): made again when a weight changed in place (its version moved, e.g.
