@@ -34,7 +34,7 @@ AFTER_STOP = {
     "ingest": "; run it again to continue: finished files are cached",
     "run": "; run it again to continue: finished files are cached",
     "train": "; the last checkpoint is kept: continue with --resume",
-    "generate": "; the records finished before the stop are in the --out file",
+    "generate": "; the records finished are in {out}: continue with --resume --out {out}",
 }
 
 
@@ -60,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated) as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         hint = AFTER_STOP.get(args.command, "")
+        if "{out}" in hint and not getattr(args, "out", None):  # --stream writes no file
+            hint = ""
+        hint = hint.format_map(vars(args))
         print(
             f"gptforge {args.command}: stopped by {signal.Signals(signum).name}{hint}",
             file=sys.stderr,
@@ -282,6 +285,8 @@ def run_generate(args: argparse.Namespace) -> int:
         setattr(args, name, values[0] if len(values) == 1 else values)
     if not args.prompts and not args.prompts_file:
         raise ConfigError("prompts", "give --prompts TEXT... or --prompts-file FILE")
+    if args.resume and args.out is None:
+        raise ConfigError("resume", "needs --out: the records file of the job to continue")
     if args.out is not None:
         check_output("out", args.out, file=True)
     from gptforge.model.generation_job import load_prompts, sampling_grid
@@ -307,8 +312,9 @@ def run_generate(args: argparse.Namespace) -> int:
             if isinstance(sweep[name], list):
                 raise ConfigError(name, "--stream prints one completion: one value, not a sweep")
         return stream_one(args.model, args.prompts[0], sweep)
-    from gptforge.flows.generate import generate_flow
+    from gptforge.flows.generate import default_out, generate_flow
 
+    args.out = args.out or str(default_out())  # named now, so a stop can say where it is
     with orchestrator(), ProgressBar(unit="output") as bar:
         set_progress_sink(bar.update)
         result = announced(generate_flow)(**flow_arguments(args, generate_flow))
@@ -316,7 +322,8 @@ def run_generate(args: argparse.Namespace) -> int:
     for label, metrics in result["metrics"].items():
         shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items())
         print(f"{label}: {shown}")
-    print(f"{result['outputs']} generation records: {result['records']}")
+    reused = f" ({result['reused']} kept from the earlier run)" if result["reused"] else ""
+    print(f"{result['outputs']} generation records{reused}: {result['records']}")
     print(f"MLflow run: {result['mlflow_run_id']}")
     return 0
 

@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     _list(gen, "--stop", "TEXT", "end an output when it produces this text")
     add_settings(gen, JobConfig, skip=set())
     gen.add_argument("--out", default=None, help="JSONL file for the generation records")
+    gen.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the stopped job whose records are in --out: generate only the rest",
+    )
     gen.add_argument("--experiment", default="gptforge", help="MLflow experiment")
     gen.add_argument(
         "--settings",

@@ -14,6 +14,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from gptforge.flows.generation_records import (
+    Journal,
+    Key,
+    record_order,
+    reusable_records,
+    write_records,
+)
 from gptforge.flows.generation_runs import log_setting_runs
 from gptforge.flows.home import gptforge_home
 from gptforge.flows.mlflow_names import check_tracking_names
@@ -42,7 +49,7 @@ from gptforge.model.generation_job import (
     with_overrides,
 )
 from gptforge.model.sampling_config import Batching, JobConfig, SamplingConfig
-from gptforge.pipeline.atomic import atomic_open
+from gptforge.pipeline.config import ConfigError
 from gptforge.pipeline.settings import check_output
 from gptforge.pipeline.tokenizer import decode, encode
 
@@ -61,22 +68,37 @@ def generate_task(
     batch_size: int,
     batching: Batching,
     out_path: Path,
+    reused: dict[Key, dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], list[float]]:
     """Run every (setting, prompt) pair of the job in one decoding loop.
 
     Returns the records and, per grid point, the seconds its outputs spent in their slots.
     Every output shares the batch whatever its settings (sweep values, per-prompt
     overrides) and keeps its prompt's index in the job, so its text depends only on (seed,
-    prompt index, sample index). Stopped early (Ctrl-C, SIGTERM, an error), it writes the
-    records finished so far to `out_path` before the stop goes on."""
-    records: list[dict[str, Any]] = []
+    prompt index, sample index). `reused` are outputs an earlier run of the job finished:
+    they are not generated again. Each finished record goes to the journal at once; stopped
+    early (Ctrl-C, SIGTERM, an error), it writes the records finished so far to `out_path`
+    before the stop goes on (flows/generation_records.py)."""
+    records: list[dict[str, Any]] = list(reused.values())
+    journal = Journal(out_path, keep=bool(reused))
     try:
         return _generate_all(
-            ref, prompts, grid, num_return_sequences, batch_size, batching, records
+            ref,
+            prompts,
+            grid,
+            num_return_sequences,
+            batch_size,
+            batching,
+            records,
+            set(reused),
+            journal,
         )
     except BaseException:
-        _write_jsonl(out_path, sorted(records, key=_record_order))
+        journal.close()
+        write_records(out_path, records)
         raise
+    finally:
+        journal.close()
 
 
 def _generate_all(
@@ -87,12 +109,16 @@ def _generate_all(
     batch_size: int,
     batching: Batching,
     records: list[dict[str, Any]],
+    skip: set[Key],
+    journal: Journal,
 ) -> tuple[list[dict[str, Any]], list[float]]:
     device, autocast = inference_device()
     model = load_model(ref.checkpoint, device)
     tokens = [encode(p.text) for p in prompts]
-    # One request per (grid point, prompt); request r is grid point r // len(prompts).
-    settings = [with_overrides(base, p.overrides) for base in grid for p in prompts]
+    settings = job_settings(prompts, grid)
+    seconds = [0.0] * len(grid)
+    for record in records:
+        seconds[record["setting_index"]] += record["seconds"]
     outputs = stream(
         model,
         tokens * len(grid),
@@ -105,23 +131,42 @@ def _generate_all(
         autocast_dtype=autocast,
         text_events=False,
         prompt_indices=list(range(len(prompts))) * len(grid),
+        skip=skip,
     )
-    seconds = [0.0] * len(grid)
     total = len(settings) * num_return_sequences
     for out in outputs:
         if not isinstance(out, Generation):
             continue
         setting_index = out.request_index // len(prompts)
         text = prompts[out.prompt_index].text
-        records.append(_record(text, out, settings[out.request_index], setting_index, ref))
+        record = _record(text, out, settings[out.request_index], setting_index, ref)
+        journal.add(record)
+        records.append(record)
         seconds[setting_index] += out.seconds
         report("generate", len(records), total)
-    records.sort(key=_record_order)
+    records.sort(key=record_order)
     return records, seconds
 
 
-def _record_order(record: dict[str, Any]) -> tuple[int, int, int]:
-    return record["setting_index"], record["prompt_index"], record["sample_index"]
+def job_settings(prompts: list[Prompt], grid: list[SamplingConfig]) -> list[SamplingConfig]:
+    """One request per (grid point, prompt), its overrides applied: request r is grid point
+    r // len(prompts) for prompt r % len(prompts)."""
+    return [with_overrides(base, p.overrides) for base in grid for p in prompts]
+
+
+def earlier_records(
+    out_path: Path, ref: ModelRef, prompts: list[Prompt], grid: list[SamplingConfig], samples: int
+) -> dict[Key, dict[str, Any]]:
+    """The outputs of this job that `out_path` (or its journal) already holds."""
+    settings = job_settings(prompts, grid)
+    requests = {
+        (r // len(prompts), r % len(prompts)): (
+            r,
+            {"prompt": prompts[r % len(prompts)].text, "model_uri": ref.uri, **s.to_json()},
+        )
+        for r, s in enumerate(settings)
+    }
+    return reusable_records(out_path, requests, samples)
 
 
 def inference_device() -> tuple[torch.device, torch.dtype | None]:
@@ -153,6 +198,7 @@ def generate_flow(
     settings: SettingsSource = "given",
     traces: bool = True,
     out: str | None = None,
+    resume: bool = False,
     experiment: str = DEFAULT_EXPERIMENT,
 ) -> dict[str, Any]:
     """Generate completions for every prompt under every sampling setting.
@@ -180,12 +226,16 @@ def generate_flow(
             temperature, top_k, top_p and repetition_penalty).
         traces: log every output as an MLflow trace with its code scores.
         out: JSONL file for the records (default: under GPTFORGE_HOME/generations/).
+        resume: continue the job whose records are in `out` (stopped, or killed outright):
+            the outputs it finished are kept, the others generated.
         experiment: the project's MLflow experiment; the job, its traces and its per-setting
             runs go to <experiment>-generations.
     """
     logger = get_run_logger()
     check_tracking_names(experiment)
-    out_path = check_output("out", out, file=True) if out is not None else _default_out()
+    if resume and out is None:
+        raise ConfigError("resume", "needs out: the records file of the job to continue")
+    out_path = check_output("out", out, file=True) if out is not None else default_out()
     job = load_prompts(prompts, prompts_file)
     JobConfig(num_return_sequences, batch_size, batching)
     sweep = {
@@ -208,6 +258,10 @@ def generate_flow(
     config = GPTConfig.load(ref.checkpoint / CONFIG)
     validate_prompts([encode(p.text) for p in job], config.block_size, config.vocab_size)
     logger.info("%d prompts x %d settings with %s", len(job), len(grid), ref.label)
+    reused = earlier_records(out_path, ref, job, grid, num_return_sequences) if resume else {}
+    if resume:
+        total = len(job) * len(grid) * num_return_sequences
+        logger.info("resuming: %d of %d outputs are in %s", len(reused), total, out_path)
     name = f"generate-{ref.label}"
     with stage_run("generate", generations_experiment(experiment), name, kind=GENAI_KIND) as run_id:
         mlflow.log_params(
@@ -222,22 +276,23 @@ def generate_flow(
                 "batching": batching,
                 "settings_in_grid": len(grid),
                 "settings": settings,
+                "reused_outputs": len(reused),
             }
         )
         mlflow.set_tags(_model_tags(ref))
         started = time.perf_counter()
         records, seconds = generate_task(
-            ref, job, grid, num_return_sequences, batch_size, batching, out_path
+            ref, job, grid, num_return_sequences, batch_size, batching, out_path, reused
         )
         elapsed = time.perf_counter() - started
-        _write_jsonl(out_path, records)
+        write_records(out_path, records)
         mlflow.log_artifact(str(out_path))
         mlflow.log_table(_table(records), artifact_file=TABLE_FILE)
         by_setting = log_setting_runs(records, grid, seconds, ref, traces)
         mlflow.log_metrics(
             {
                 "outputs": len(records),
-                "tokens_per_s": sum(r["completion_tokens"] for r in records) / elapsed,
+                "tokens_per_s": _tokens(records, reused) / elapsed,
             }
         )
         if len({s.temperature for s in grid}) > 1:
@@ -262,6 +317,7 @@ def generate_flow(
         "records": str(out_path),
         "mlflow_run_id": run_id,
         "outputs": len(records),
+        "reused": len(reused),
         "model": ref.label,
         "metrics": by_setting,
         "samples": [r["completion"] for r in records[:3]],
@@ -316,12 +372,11 @@ def _model_tags(ref: ModelRef) -> dict[str, str]:
     return tags
 
 
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path) as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+def _tokens(records: list[dict[str, Any]], reused: dict[Key, dict[str, Any]]) -> int:
+    """Completion tokens this run generated (an earlier run's are not its speed)."""
+    total = sum(r["completion_tokens"] for r in records)
+    return total - sum(r["completion_tokens"] for r in reused.values())
 
 
-def _default_out() -> Path:
+def default_out() -> Path:
     return gptforge_home() / "generations" / f"{time.strftime('%Y%m%d-%H%M%S')}.jsonl"

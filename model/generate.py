@@ -13,7 +13,7 @@ stops with finish reason "length", as for `max_new_tokens`; a prompt needs at mo
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 import torch
 
@@ -72,6 +72,7 @@ def stream(
     no_cache: bool = False,
     text_events: bool = True,
     prompt_indices: Sequence[int] | None = None,
+    skip: Collection[tuple[int, int]] = (),
     stats: BatchStats | None = None,
 ) -> Iterator[TokenEvent | Generation]:
     """Generate, yielding a `TokenEvent` per sampled token and a `Generation` per finished output.
@@ -84,8 +85,10 @@ def stream(
     every step (a reference and a baseline). `text_events` decodes every step to fill
     `TokenEvent.text` (needs `decode`). `prompt_indices` name the prompts (default 0, 1, ...):
     an output's random stream and its `prompt_index` come from them, so a job split into
-    several calls, or one prompt under several settings, keeps every output's text. `stats`
-    is filled with what the loop did.
+    several calls, or one prompt under several settings, keeps every output's text. `skip`
+    holds (request index, sample index) pairs not to generate, the outputs a stopped job
+    already has: the others come out as they would have. `stats` is filled with what the
+    loop did.
     """
     JobConfig(num_return_sequences, batch_size, batching)  # checked before any model work
     config = model.config
@@ -100,7 +103,10 @@ def stream(
         Row(prompt, s, i, n, r, min(s.max_new_tokens, config.block_size - len(prompt)))
         for r, (i, prompt, s) in enumerate(zip(indices, prompts, settings, strict=True))
         for n in range(num_return_sequences)
+        if (r, n) not in skip
     ]
+    if not rows:
+        return
     if batching == "static":
         rows.sort(key=lambda row: -len(row.prompt))
     was_training = model.training

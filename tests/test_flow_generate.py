@@ -12,6 +12,7 @@ from prefect.artifacts import Artifact
 from train_helpers import micro_config
 
 from gptforge.flows.generate import MODEL_URI_TAG, TRAIN_RUN_TAG, generate_flow
+from gptforge.flows.generation_records import journal_path
 from gptforge.flows.home import mlflow_uri
 from gptforge.flows.models import register_checkpoint
 from gptforge.flows.tracking import STAGE_TAG, stage_run
@@ -233,3 +234,102 @@ def test_a_job_stopped_midway_keeps_its_finished_records_as_valid_jsonl(
         search_all_experiments=True,
         output_format="list",
     )
+
+
+def outputs_of(path: Path) -> list[tuple]:
+    """What a record says was generated, without its timings (which differ run to run)."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [
+        (r["setting_index"], r["prompt_index"], r["sample_index"], r["completion"])
+        + (r["completion_token_ids"], r["finish_reason"], r["model_uri"])
+        for r in records
+    ]
+
+
+@pytest.fixture
+def resumable_job(registered: dict, tmp_path: Path) -> tuple[dict, Path]:
+    """A job of 8 outputs with per-prompt overrides and a sweep, and its uninterrupted records."""
+    prompts = tmp_path / "p.jsonl"
+    lines = [{"prompt": f"p{i}", "max_new_tokens": 2 + i} for i in range(4)]
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    job = {"model": registered["uri"], "prompts_file": str(prompts), "traces": False}
+    job |= {"temperature": [0.7, 1.0], "batch_size": 3}
+    whole = tmp_path / "whole.jsonl"
+    generate_flow(**job, out=str(whole))
+    return job, whole
+
+
+def test_a_stopped_job_resumed_generates_only_the_rest_and_ends_as_one_run_would(
+    resumable_job: tuple[dict, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gptforge.flows.generate as gen
+
+    job, whole = resumable_job
+    real, skipped = gen.stream, []
+
+    def stopped_after_three_outputs_the_first_time(*args, **kwargs):
+        skipped.append(kwargs["skip"])
+        finished = 0
+        for event in real(*args, **kwargs):
+            if isinstance(event, Generation):
+                if finished == 3 and len(skipped) == 1:
+                    raise KeyboardInterrupt
+                finished += 1
+            yield event
+
+    monkeypatch.setattr(gen, "stream", stopped_after_three_outputs_the_first_time)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        generate_flow(**job, out=str(out))
+    assert len(outputs_of(out)) == 3 and not journal_path(out).exists()
+    result = generate_flow(**job, out=str(out), resume=True)
+    assert result["reused"] == 3 and len(skipped[1]) == 3, "only the other 5 were generated"
+    assert outputs_of(out) == outputs_of(whole)
+
+
+def test_a_job_killed_outright_resumes_from_its_journal(
+    resumable_job: tuple[dict, Path], tmp_path: Path
+) -> None:
+    """No records file, only the journal's flushed lines, the last one cut by the kill."""
+    job, whole = resumable_job
+    out = tmp_path / "killed.jsonl"
+    lines = whole.read_text().splitlines(keepends=True)
+    journal_path(out).write_text("".join(lines[:4]) + lines[4][:40])
+    assert generate_flow(**job, out=str(out), resume=True)["reused"] == 4
+    assert outputs_of(out) == outputs_of(whole)
+    assert not journal_path(out).exists()
+    other = job | {"temperature": 0.5}  # another job: nothing of the file is its own
+    assert generate_flow(**other, out=str(out), resume=True)["reused"] == 0
+
+
+def test_resume_needs_the_records_file(registered: dict) -> None:
+    with pytest.raises(ConfigError) as err:
+        generate_flow(model=registered["uri"], prompts=["Hello"], resume=True)
+    assert err.value.field == "resume"
+
+
+def test_the_cli_says_where_a_stopped_job_is_and_how_to_continue_it(
+    registered: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gptforge.flows.generate as gen
+    from gptforge.flows.cli import main
+
+    real = gen.stream
+
+    def stopped_after_the_first_output(*args, **kwargs):
+        for event in real(*args, **kwargs):
+            yield event
+            if isinstance(event, Generation) and not kwargs["skip"]:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(gen, "stream", stopped_after_the_first_output)
+    argv = ["generate", "--model", registered["uri"], "--prompts", "a", "b", "--no-traces"]
+    assert main(argv) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    out = line.rsplit(" ", 1)[-1]  # no --out given: the CLI named the file before starting
+    assert line == (
+        f"gptforge generate: stopped by SIGINT; the records finished are in {out}: "
+        f"continue with --resume --out {out}"
+    )
+    assert main([*argv, "--resume", "--out", out]) == 0
+    assert f"2 generation records (1 kept from the earlier run): {out}" in capsys.readouterr().out

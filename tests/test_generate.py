@@ -102,6 +102,21 @@ def test_a_job_split_into_calls_keeps_every_output_with_prompt_indices() -> None
         generate(model, PROMPTS[:2], SAMPLED, prompt_indices=[0])
 
 
+def test_skipped_outputs_are_not_generated_and_the_others_come_out_unchanged() -> None:
+    """What a resumed job relies on: leaving out the outputs it has changes no other one."""
+    model = tiny_gpt()
+    whole = generate(model, PROMPTS, SAMPLED, num_return_sequences=2, batch_size=3)
+    done = {(0, 0), (0, 1), (2, 1)}
+    events = stream(model, PROMPTS, SAMPLED, num_return_sequences=2, batch_size=3, skip=done)
+    rest = [e for e in events if isinstance(e, Generation)]
+    rest.sort(key=lambda g: (g.request_index, g.sample_index))
+    assert {(g.request_index, g.sample_index) for g in rest}.isdisjoint(done)
+    kept = [g for g in whole if (g.request_index, g.sample_index) not in done]
+    assert completions(rest) == completions(kept)
+    everything = {(r, n) for r in range(len(PROMPTS)) for n in range(2)}
+    assert list(stream(model, PROMPTS, SAMPLED, num_return_sequences=2, skip=everything)) == []
+
+
 def test_num_return_sequences_orders_results_by_prompt_then_sample() -> None:
     results = generate(tiny_gpt(), PROMPTS, SAMPLED, num_return_sequences=3, batch_size=5)
     assert [(g.prompt_index, g.sample_index) for g in results] == [

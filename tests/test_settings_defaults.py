@@ -112,21 +112,21 @@ def exit_status(argv: list[str]) -> int:
 
 
 @pytest.mark.parametrize(
-    ("command", "option", "value", "message"),
+    ("command", "options", "message"),
     [
-        ("train", "--max-steps", "0", "max_steps: must be >= 1"),
-        ("train", "--beta2", "1", "beta2: must be >= 0 and < 1, got 1.0"),
-        ("train", "--learning-rate", "2", "learning_rate: must be > 0 and <= 1"),
-        ("train", "--seed", "-1", "seed: must be >= 0"),
-        ("generate", "--batch-size", "0", "batch_size: must be >= 1, got 0"),
-        ("generate", "--num-return-sequences", "-2", "num_return_sequences: must be >= 1, got -2"),
-        ("generate", "--top-p", "0", "top_p: must be > 0 and <= 1, got 0.0"),
+        ("train", ["--max-steps", "0"], "max_steps: must be >= 1"),
+        ("train", ["--beta2", "1"], "beta2: must be >= 0 and < 1, got 1.0"),
+        ("train", ["--learning-rate", "2"], "learning_rate: must be > 0 and <= 1"),
+        ("train", ["--seed", "-1"], "seed: must be >= 0"),
+        ("generate", ["--batch-size", "0"], "batch_size: must be >= 1, got 0"),
+        ("generate", ["--num-return-sequences", "-2"], "num_return_sequences: must be >= 1"),
+        ("generate", ["--top-p", "0"], "top_p: must be > 0 and <= 1, got 0.0"),
+        ("generate", ["--resume"], "resume: needs --out: the records file of the job"),
     ],
 )
 def test_a_setting_out_of_range_is_refused_with_its_name_before_anything_starts(
     command: str,
-    option: str,
-    value: str,
+    options: list[str],
     message: str,
     tmp_path,
     monkeypatch,
@@ -140,7 +140,7 @@ def test_a_setting_out_of_range_is_refused_with_its_name_before_anything_starts(
 
     monkeypatch.setattr(cli, "orchestrator", started)
     job = {"train": ["--data", str(tmp_path)], "generate": ["--model", "m", "--prompts", "hi"]}
-    assert exit_status([command, *job[command], option, value]) == 2
+    assert exit_status([command, *job[command], *options]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
 
