@@ -80,25 +80,13 @@ def generate_task(
     early (Ctrl-C, SIGTERM, an error), it writes the records finished so far to `out_path`
     before the stop goes on (flows/generation_records.py)."""
     records: list[dict[str, Any]] = list(reused.values())
-    journal = Journal(out_path, keep=bool(reused))
-    try:
-        return _generate_all(
-            ref,
-            prompts,
-            grid,
-            num_return_sequences,
-            batch_size,
-            batching,
-            records,
-            set(reused),
-            journal,
-        )
-    except BaseException:
-        journal.close()
-        write_records(out_path, records)
-        raise
-    finally:
-        journal.close()
+    with Journal(out_path, keep=bool(reused)) as journal:
+        try:
+            job = (ref, prompts, grid, num_return_sequences, batch_size, batching)
+            return _generate_all(*job, records, set(reused), journal)
+        except BaseException:
+            write_records(out_path, records)
+            raise
 
 
 def _generate_all(

@@ -60,7 +60,10 @@ class Journal:
         except OSError as exc:
             raise write_failure(self.path, exc) from exc
 
-    def close(self) -> None:
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.fh.close()
 
 

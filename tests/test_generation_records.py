@@ -26,9 +26,8 @@ def record(prompt_index: int, sample: int, **changes) -> dict:
 def test_finished_records_of_the_file_and_the_journal_are_kept_by_output(tmp_path: Path) -> None:
     out = tmp_path / "gen.jsonl"
     write_records(out, [record(1, 0), record(0, 0)])
-    journal = Journal(out, keep=True)
-    journal.add(record(0, 1))
-    journal.close()
+    with Journal(out, keep=True) as journal:
+        journal.add(record(0, 1))
     kept = reusable_records(out, REQUESTS, samples=2)
     assert sorted(kept) == [(0, 0), (0, 1), (1, 0)]
     assert kept[(0, 1)]["completion"] == "0/1"
@@ -40,9 +39,8 @@ def test_a_line_cut_short_by_a_kill_is_not_taken(tmp_path: Path) -> None:
     torn = json.dumps(record(1, 0))
     journal_path(out).write_text(whole + torn[:-1] + "\n" + torn[:-9])  # cut: not JSON
     assert sorted(reusable_records(out, REQUESTS, samples=2)) == [(0, 0)]
-    journal = Journal(out, keep=True)  # the resumed job appends after the cut line
-    journal.add(record(0, 1))
-    journal.close()
+    with Journal(out, keep=True) as journal:  # the resumed job appends after the cut line
+        journal.add(record(0, 1))
     assert sorted(reusable_records(out, REQUESTS, samples=2)) == [(0, 0), (0, 1)]
 
 
@@ -65,15 +63,14 @@ def test_records_another_job_would_write_differently_are_not_kept(tmp_path: Path
 
 def test_the_whole_file_replaces_the_journal_in_job_order(tmp_path: Path) -> None:
     out = tmp_path / "gen.jsonl"
-    journal = Journal(out, keep=False)
-    journal.add(record(1, 0))
-    journal.close()
+    with Journal(out, keep=False) as journal:
+        journal.add(record(1, 0))
     write_records(out, [record(1, 0), record(0, 1), record(0, 0)])
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["prompt_index"], r["sample_index"]) for r in lines] == [(0, 0), (0, 1), (1, 0)]
     assert not journal_path(out).exists()
-    journal = Journal(out, keep=True)
-    journal.add(record(0, 0))
-    journal.close()
-    Journal(out, keep=False).close()  # a new job (not a resume) starts an empty journal
+    with Journal(out, keep=True) as journal:
+        journal.add(record(0, 0))
+    with Journal(out, keep=False):  # a new job (not a resume) starts an empty journal
+        pass
     assert journal_path(out).read_text() == ""
