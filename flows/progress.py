@@ -81,7 +81,11 @@ class ProgressBar:
         if self._bar is None or stage != self._stage:
             if self._bar is not None:
                 self._bar.close()
-            self._bar = tqdm(total=total, desc=stage, unit=self._unit, file=sys.stderr)
+            # It starts at the first report: the work done before it (a resumed job's kept
+            # outputs, the first item) was not timed here, so it does not count in the rate.
+            self._bar = tqdm(
+                total=total, desc=stage, unit=self._unit, file=sys.stderr, initial=done
+            )
             self._stage = stage
         self._bar.total = total  # may change: a time budget re-plans its step count
         self._bar.n = done
