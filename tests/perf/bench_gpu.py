@@ -2,6 +2,7 @@
 
 Run:  python -u tests/perf/bench_gpu.py [--quick] [--recipes gpt2,modern] [--batch 16]
                                         [--steps 20] [--reps 3] [--no-compile] [--summary PATH]
+                                        [--device cpu]
 
 The peers are the device's own ceilings, measured in the same run: a large bf16 matmul (peak
 FLOP/s) and a large device-to-device copy (bandwidth); the vendor's nominal H100/H200 figures
@@ -21,6 +22,9 @@ FLOP/s) and a large device-to-device copy (bandwidth); the vendor's nominal H100
 Warm-up steps are untimed; timing is CUDA events around the timed work after a synchronize.
 Each measurement that fails prints one line and the rest go on; SIGTERM (a `timeout`) stops
 the run and still prints the summary of what was measured. Without CUDA it says so and exits 0.
+`--device cpu` runs the same code on the CPU (wall-clock timing, no memory figure): not a
+measurement but a rehearsal, so that a lent GPU's minutes are not spent finding a broken
+script (`tests/test_bench_gpu_rehearsal.py` runs it at `--quick` sizes in CI).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -49,7 +53,6 @@ NOMINAL_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16, vendor datasheet
 NOMINAL_BANDWIDTH = 4.8e12  # H200 HBM3e, vendor datasheet
 TARGET_MFU = 0.45  # issue 16: torch.compile, bf16, 124M shapes
 TARGET_BOUND = 0.60  # issue 16: generation at batch 1
-CUDA = torch.device("cuda")
 
 
 class OutOfTime(Exception):
@@ -66,6 +69,7 @@ def out_of_time(signum: int, frame: object) -> None:
 
 @dataclass
 class Sizes:
+    device: torch.device = torch.device("cuda")  # cpu: a rehearsal of the same code
     n_layer: int = 12
     block_size: int = 1024
     batch: int = 16
@@ -103,8 +107,13 @@ class Results:
     failed: list[str] = field(default_factory=list)
 
 
-def cuda_seconds(fn: Callable[[], object]) -> float:
-    """Seconds between CUDA events recorded around `fn`, after all earlier work finished."""
+def device_seconds(device: torch.device, fn: Callable[[], object]) -> float:
+    """Seconds between CUDA events recorded around `fn`, after all earlier work finished (on
+    a CPU, the wall clock)."""
+    if device.type != "cuda":
+        started = time.perf_counter()
+        fn()
+        return time.perf_counter() - started
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
     start.record()
@@ -114,22 +123,22 @@ def cuda_seconds(fn: Callable[[], object]) -> float:
     return start.elapsed_time(end) / 1e3
 
 
-def matmul_peak(n: int, reps: int = 20) -> float:
+def matmul_peak(device: torch.device, n: int, reps: int = 20) -> float:
     """bf16 FLOP/s of an n x n x n matmul on random data: the MFU denominator measured here."""
-    a = torch.randn(n, n, device=CUDA, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=CUDA, dtype=torch.bfloat16)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    seconds = cuda_seconds(lambda: [a @ b for _ in range(reps)])
+    seconds = device_seconds(device, lambda: [a @ b for _ in range(reps)])
     return 2 * n**3 * reps / seconds
 
 
-def copy_bandwidth(nbytes: int, reps: int = 10) -> float:
+def copy_bandwidth(device: torch.device, nbytes: int, reps: int = 10) -> float:
     """Bytes/s of a device-to-device copy, counting each byte read and written."""
-    src = torch.empty(nbytes, dtype=torch.uint8, device=CUDA).fill_(1)
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device).fill_(1)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    seconds = cuda_seconds(lambda: [dst.copy_(src) for _ in range(reps)])
+    seconds = device_seconds(device, lambda: [dst.copy_(src) for _ in range(reps)])
     return 2 * nbytes * reps / seconds
 
 
@@ -141,7 +150,7 @@ def model_config(recipe: str, sizes: Sizes) -> GPTConfig:
 
 def bench_training(recipe: str, compiled: bool, sizes: Sizes) -> dict[str, float]:
     """Tokens/s of `train_step` at bf16 autocast, median of `reps` runs of `steps` steps."""
-    device = CUDA
+    device = sizes.device
     config = model_config(recipe, sizes)
     cfg = TrainConfig(
         data_dir=Path("."),
@@ -149,7 +158,7 @@ def bench_training(recipe: str, compiled: bool, sizes: Sizes) -> dict[str, float
         model=config,
         batch_size=sizes.batch,
         precision="bf16",
-        device="cuda",
+        device=device.type,
         compile=compiled,
         max_steps=1000,
     )
@@ -167,15 +176,16 @@ def bench_training(recipe: str, compiled: bool, sizes: Sizes) -> dict[str, float
             train_step(runnable, optimizer, [(x, y)], "bf16", device, grad_clip=1.0)
 
     started = time.perf_counter()
-    cuda_seconds(lambda: steps(sizes.warmup))  # compiles, when compiled
+    device_seconds(device, lambda: steps(sizes.warmup))  # compiles, when compiled
     warmup_s = time.perf_counter() - started
     tokens = sizes.steps * sizes.batch * config.block_size
-    rates = [tokens / cuda_seconds(lambda: steps(sizes.steps)) for _ in range(sizes.reps)]
+    timed = [device_seconds(device, lambda: steps(sizes.steps)) for _ in range(sizes.reps)]
+    cuda = device.type == "cuda"
     return {
-        "tokens_per_s": statistics.median(rates),
+        "tokens_per_s": statistics.median(tokens / t for t in timed),
         "flops_per_token": model.flops_per_token(),
         "warmup_s": warmup_s,
-        "memory_gb": torch.cuda.max_memory_allocated() / 1e9,
+        "memory_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else math.nan,
     }
 
 
@@ -194,8 +204,9 @@ def bench_generation(
 ) -> dict[str, float]:
     """Output tokens/s of one `generate` job (median of `reps`), and its share of the bound."""
     config = model_config(recipe, sizes)
+    device = sizes.device
     torch.manual_seed(0)
-    model = GPT(config).to(CUDA).eval()
+    model = GPT(config).to(device).eval()
     generator = torch.Generator().manual_seed(1)
     prompts = torch.randint(
         0, config.tokenizer_vocab_size, (batch, sizes.prompt), generator=generator
@@ -205,12 +216,12 @@ def bench_generation(
 
     def job() -> None:
         results = generate(
-            model, prompts.tolist(), sampling, batch_size=batch, device=CUDA, autocast_dtype=dtype
+            model, prompts.tolist(), sampling, batch_size=batch, device=device, autocast_dtype=dtype
         )
         assert all(len(g.tokens) == sizes.new_tokens for g in results)
 
     job()  # warm-up
-    rates = [batch * sizes.new_tokens / cuda_seconds(job) for _ in range(sizes.reps)]
+    rates = [batch * sizes.new_tokens / device_seconds(device, job) for _ in range(sizes.reps)]
     cache_bytes = 2 if dtype is not None else 4
     bytes_read = decode_bytes(model, batch, sizes.prompt, sizes.new_tokens, cache_bytes)
     rate = statistics.median(rates)
@@ -238,12 +249,13 @@ def attempt(results: Results, what: str, fn: Callable[[], dict[str, float]]) -> 
         print(f"  {line}", flush=True)
         return None
     finally:
-        torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def run(args: argparse.Namespace, sizes: Sizes, results: Results) -> None:
-    results.peak_flops = matmul_peak(sizes.matmul)
-    results.bandwidth = copy_bandwidth(sizes.copy_bytes)
+    results.peak_flops = matmul_peak(sizes.device, sizes.matmul)
+    results.bandwidth = copy_bandwidth(sizes.device, sizes.copy_bytes)
     print(
         f"bf16 matmul {sizes.matmul}^3: {results.peak_flops / 1e12:.0f} TFLOP/s "
         f"({results.peak_flops / NOMINAL_BF16_FLOPS:.0%} of nominal 989); device-to-device copy "
@@ -281,7 +293,8 @@ def run(args: argparse.Namespace, sizes: Sizes, results: Results) -> None:
 
 def training(results: Results, recipe: str, compiled: bool, sizes: Sizes) -> None:
     what = f"train {recipe} bf16 {'torch.compile' if compiled else 'eager'}"
-    torch.cuda.reset_peak_memory_stats()
+    if sizes.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     measured = attempt(results, what, lambda: bench_training(recipe, compiled, sizes))
     if measured:
         measured["mfu"] = (
@@ -357,21 +370,27 @@ def main() -> int:
         "--no-compile", dest="compile", action="store_false", help="skip torch.compile"
     )
     parser.add_argument("--summary", type=Path, help="also write the summary tables here")
+    parser.add_argument(
+        "--device", default="cuda", choices=("cuda", "cpu"), help="cpu: rehearse, not measure"
+    )
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: nothing to measure")
         return 0
     args.recipes = [r for r in args.recipes.split(",") if r]
-    sizes = QUICK if args.quick else Sizes()
+    sizes = replace(QUICK if args.quick else Sizes(), device=torch.device(args.device))
     for name in ("batch", "steps", "reps"):
         if getattr(args, name) is not None:
             setattr(sizes, name, getattr(args, name))
     signal.signal(signal.SIGTERM, out_of_time)
-    props = torch.cuda.get_device_properties(0)
+    if args.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        device = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, "
+        device += f"{props.multi_processor_count} SMs; CUDA {torch.version.cuda}"
+    else:
+        device = "CPU rehearsal: these numbers are not the GPU's"
     print(
-        f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs; "
-        f"torch {torch.__version__}, CUDA {torch.version.cuda}; "
-        f"{'quick' if args.quick else 'full'} sizes",
+        f"{device}; torch {torch.__version__}; {'quick' if args.quick else 'full'} sizes",
         flush=True,
     )
     results = Results()
