@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from gptforge.model.decode_weights import can_pack, decode_weights
+from gptforge.model.decode_weights import decode_weights, packing
 from gptforge.model.gpt import GPT
 from gptforge.model.kv_cache import KVCache
+from gptforge.model.precision import match_openmp_limit
 from gptforge.model.sampling import RowSettings, next_tokens
 from gptforge.model.sampling_config import Batching, SamplingConfig
 
@@ -212,9 +213,10 @@ class Decoder:
         self.free = deque(range(slots))
         self.active: dict[int, Row] = {}  # slot -> row, in the order they took their slots
         self.cache = None
+        match_openmp_limit()  # oneDNN's products are garbage with fewer threads than planned
         if not job.no_cache:
-            pack = can_pack(job.model, job.device, job.autocast_dtype)
-            self.weights = decode_weights(job.model, slots, pack)
+            library = packing(job.model, job.device, job.autocast_dtype)
+            self.weights = decode_weights(job.model, slots, library)
             dtype = job.autocast_dtype or next(job.model.parameters()).dtype
             self.cache = KVCache(job.model.config, slots, width - 1, device=job.device, dtype=dtype)
             stats.cache_allocations += 1

@@ -40,9 +40,11 @@ def match_openmp_limit() -> None:
     """Run torch on no more threads than OpenMP will give it (`OMP_THREAD_LIMIT`).
 
     torch sizes its CPU thread pool from the cores, not from this limit, and with fewer OpenMP
-    threads than it planned for, oneDNN's bf16 matmuls return garbage (torch 2.13, AMX CPU:
-    `(a.bfloat16() @ b.bfloat16())` off by 30 where the right error is 0.1; training went NaN
-    within ten steps). fp32 is unaffected, but fewer threads than planned is never faster."""
+    threads than it planned for, oneDNN's matmuls return garbage (torch 2.13: bf16 on an AMX
+    CPU, `(a.bfloat16() @ b.bfloat16())` off by 30 where the right error is 0.1, training went
+    NaN within ten steps; fp32 over oneDNN-packed decode weights, NaN or 1e29 on an AMD EPYC).
+    MKL's fp32 is unaffected, but fewer threads than planned is never faster. Training and
+    every generation job call this."""
     limit = os.environ.get("OMP_THREAD_LIMIT", "")
     if limit.isdigit() and 0 < int(limit) < torch.get_num_threads():
         torch.set_num_threads(int(limit))
