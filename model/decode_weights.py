@@ -58,7 +58,7 @@ _OPS: dict[Packing, tuple[str, str]] = {
 }
 
 
-def _ops(library: Packing):
+def _ops(library: Packing) -> torch._ops._OpNamespace:
     """The torch op namespace of `library`'s packing ops."""
     return torch.ops.mkl if library == "mkl" else torch.ops.mkldnn
 
@@ -146,7 +146,8 @@ def decode_weights(model: GPT, rows: int, library: Packing | None) -> DecodeWeig
     `library` packs the weights (see `packing`), None for the plain weights. Layouts packed
     for more rows serve fewer, so a server alternating one-prompt and batch calls keeps one
     layout instead of making it again at each change."""
-    packed_rows = rows if library else 0
+    # One row: MKL's packing gains nothing (0.7-1.1x, bench_decode_layers.py), oneDNN's head 2-4x.
+    packed_rows = 0 if library is None or (library == "mkl" and rows == 1) else rows
     params = list(model.parameters())
     if any(p.is_inference() for p in params):  # no version counter to tell a change by
         return _build(model, packed_rows, library, source=())

@@ -127,7 +127,8 @@ def test_layouts_packed_for_more_rows_serve_fewer_and_more_rows_repack(library) 
     """A server alternating one-prompt and batch calls keeps one layout."""
     model = tiny_gpt()
     with torch.inference_mode():
-        assert decode_weights(model, rows=1, library=library).rows == 1
+        one = decode_weights(model, rows=1, library=library)  # MKL: not worth it for one row
+        assert one.rows == (1 if library == "onednn" else 0)
         eight = decode_weights(model, rows=8, library=library)
         assert (eight.rows, eight.library) == (8, library)
         assert decode_weights(model, rows=1, library=library) is eight
