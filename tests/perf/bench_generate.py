@@ -44,6 +44,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from gptforge.model.config import GPTConfig
 from gptforge.model.convert import hf_config_kwargs, to_hf
+from gptforge.model.decode_weights import packing
 from gptforge.model.generate import generate
 from gptforge.model.gpt import GPT
 from gptforge.model.sampling_config import SamplingConfig
@@ -166,7 +167,9 @@ def run_job(ours: GPT, hf: GPT2LMHeadModel, args: argparse.Namespace) -> None:
     runs, total, stats = job_sides(ours, hf, args.outputs, batch, seed=0)
     runs = {name: run for name, run in runs.items() if name in (args.sides or runs)}
     shape = f"{ours.config.n_layer} layers of {ours.config.n_embd}"
+    packed = packing(ours, torch.device("cpu"), None) or "none"
     print(f"job: {args.outputs} outputs, {total} output tokens, {batch} slots, {shape}")
+    print(f"ours: decode weights packed by {packed}, {torch.get_num_threads()} threads")
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for rep in range(args.reps):
