@@ -57,7 +57,8 @@ def main() -> None:
     vendor = "Intel" if _intel() else "not Intel"
     print(f"{platform.processor() or platform.machine()}, {vendor}, {args.threads} threads")
     print(f"the rule picks: {packing_here()}\n")
-    print("| shape | layer | rows | F.linear µs | " + " | ".join(f"{lib} µs" for lib in libraries) + " |")
+    columns = "".join(f" {lib} µs |" for lib in libraries)
+    print(f"| shape | layer | rows | F.linear µs |{columns}")
     print("|---|---|---:|---:|" + "---:|" * len(libraries))
     torch.manual_seed(0)
     for shape, layers in shapes.items():
