@@ -11,6 +11,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from gptforge.flows.cli_parser import build_parser, parse_overrides
@@ -313,8 +314,11 @@ def run_generate(args: argparse.Namespace) -> int:
                 raise ConfigError(name, "--stream prints one completion: one value, not a sweep")
         return stream_one(args.model, args.prompts[0], sweep)
     from gptforge.flows.generate import default_out, generate_flow
+    from gptforge.flows.generation_records import writing
 
     args.out = args.out or str(default_out())  # named now, so a stop can say where it is
+    with writing(Path(args.out)):  # another job writing there is refused before Prefect starts
+        pass
     with orchestrator(), ProgressBar(unit="output") as bar:
         set_progress_sink(bar.update)
         result = announced(generate_flow)(**flow_arguments(args, generate_flow))

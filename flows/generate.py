@@ -20,6 +20,7 @@ from gptforge.flows.generation_records import (
     record_order,
     reusable_records,
     write_records,
+    writing,
 )
 from gptforge.flows.generation_runs import log_setting_runs
 from gptforge.flows.home import gptforge_home
@@ -246,70 +247,75 @@ def generate_flow(
     config = GPTConfig.load(ref.checkpoint / CONFIG)
     validate_prompts([encode(p.text) for p in job], config.block_size, config.vocab_size)
     logger.info("%d prompts x %d settings with %s", len(job), len(grid), ref.label)
-    reused = earlier_records(out_path, ref, job, grid, num_return_sequences) if resume else {}
-    if resume:
-        total = len(job) * len(grid) * num_return_sequences
-        logger.info("resuming: %d of %d outputs are in %s", len(reused), total, out_path)
-    name = f"generate-{ref.label}"
-    with stage_run("generate", generations_experiment(experiment), name, kind=GENAI_KIND) as run_id:
-        mlflow.log_params(
-            {
-                "model": ref.uri,
-                "prompts": len(job),
-                "prompts_file": prompts_file or "",
-                **sweep,
-                "stop": json.dumps(stop or []),
-                "num_return_sequences": num_return_sequences,
-                "batch_size": batch_size,
-                "batching": batching,
-                "settings_in_grid": len(grid),
-                "settings": settings,
-                "reused_outputs": len(reused),
-            }
+    with writing(out_path):  # one job per records file: see generation_records.py
+        reused = earlier_records(out_path, ref, job, grid, num_return_sequences) if resume else {}
+        if resume:
+            total = len(job) * len(grid) * num_return_sequences
+            logger.info("resuming: %d of %d outputs are in %s", len(reused), total, out_path)
+        name = f"generate-{ref.label}"
+        with stage_run(
+            "generate", generations_experiment(experiment), name, kind=GENAI_KIND
+        ) as run_id:
+            mlflow.log_params(
+                {
+                    "model": ref.uri,
+                    "prompts": len(job),
+                    "prompts_file": prompts_file or "",
+                    **sweep,
+                    "stop": json.dumps(stop or []),
+                    "num_return_sequences": num_return_sequences,
+                    "batch_size": batch_size,
+                    "batching": batching,
+                    "settings_in_grid": len(grid),
+                    "settings": settings,
+                    "reused_outputs": len(reused),
+                }
+            )
+            mlflow.set_tags(_model_tags(ref))
+            started = time.perf_counter()
+            records, seconds = generate_task(
+                ref, job, grid, num_return_sequences, batch_size, batching, out_path, reused
+            )
+            elapsed = time.perf_counter() - started
+            write_records(out_path, records)
+            mlflow.log_artifact(str(out_path))
+            mlflow.log_table(_table(records), artifact_file=TABLE_FILE)
+            by_setting = log_setting_runs(records, grid, seconds, ref, traces)
+            mlflow.log_metrics(
+                {
+                    "outputs": len(records),
+                    "tokens_per_s": _tokens(records, reused) / elapsed,
+                }
+            )
+            if len({s.temperature for s in grid}) > 1:
+                mlflow.log_artifact(
+                    str(plot_diversity(by_setting, grid, out_path.with_suffix(".png")))
+                )
+            link = run_link(run_id)
+        create_table_artifact(
+            [
+                {
+                    "setting": r["setting"],
+                    "prompt": r["prompt"][:60],
+                    "completion": r["completion"][:160],
+                    "finish": r["finish_reason"],
+                    "tokens": r["completion_tokens"],
+                }
+                for r in records[:200]
+            ],
+            key="generations",
+            description=f"{len(records)} generations by {ref.label}; MLflow {link}",
         )
-        mlflow.set_tags(_model_tags(ref))
-        started = time.perf_counter()
-        records, seconds = generate_task(
-            ref, job, grid, num_return_sequences, batch_size, batching, out_path, reused
-        )
-        elapsed = time.perf_counter() - started
-        write_records(out_path, records)
-        mlflow.log_artifact(str(out_path))
-        mlflow.log_table(_table(records), artifact_file=TABLE_FILE)
-        by_setting = log_setting_runs(records, grid, seconds, ref, traces)
-        mlflow.log_metrics(
-            {
-                "outputs": len(records),
-                "tokens_per_s": _tokens(records, reused) / elapsed,
-            }
-        )
-        if len({s.temperature for s in grid}) > 1:
-            mlflow.log_artifact(str(plot_diversity(by_setting, grid, out_path.with_suffix(".png"))))
-        link = run_link(run_id)
-    create_table_artifact(
-        [
-            {
-                "setting": r["setting"],
-                "prompt": r["prompt"][:60],
-                "completion": r["completion"][:160],
-                "finish": r["finish_reason"],
-                "tokens": r["completion_tokens"],
-            }
-            for r in records[:200]
-        ],
-        key="generations",
-        description=f"{len(records)} generations by {ref.label}; MLflow {link}",
-    )
-    logger.info("%d records in %s; MLflow %s", len(records), out_path, link)
-    return {
-        "records": str(out_path),
-        "mlflow_run_id": run_id,
-        "outputs": len(records),
-        "reused": len(reused),
-        "model": ref.label,
-        "metrics": by_setting,
-        "samples": [r["completion"] for r in records[:3]],
-    }
+        logger.info("%d records in %s; MLflow %s", len(records), out_path, link)
+        return {
+            "records": str(out_path),
+            "mlflow_run_id": run_id,
+            "outputs": len(records),
+            "reused": len(reused),
+            "model": ref.label,
+            "metrics": by_setting,
+            "samples": [r["completion"] for r in records[:3]],
+        }
 
 
 def _record(

@@ -9,15 +9,19 @@ model, prompt, position in the job and effective settings) and generates only th
 output depends only on (seed, prompt index, sample index), so the file that results is the
 one an uninterrupted run writes (fp32, same device). A line cut short by the kill is not
 JSON (a record is an object: cut anywhere, it lacks its closing brace) and is not taken.
+
+One job writes a records file at a time (`writing`): a second would truncate the first's
+journal, and whichever ended last would replace the other's file. It is refused at once.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
-from gptforge.pipeline.atomic import atomic_open
+from gptforge.pipeline.atomic import atomic_open, exclusive
 from gptforge.pipeline.errors import RunError, write_failure
 
 Key = tuple[int, int]  # (request index, sample index): one output of the job
@@ -25,6 +29,12 @@ Key = tuple[int, int]  # (request index, sample index): one output of the job
 
 def journal_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
+
+
+def writing(out: Path) -> AbstractContextManager[None]:
+    """Held while a job writes `out` and its journal (a hidden `.<name>.lock` beside them)."""
+    busy = f"another generation job is writing {out}; wait for it to end or give another --out"
+    return exclusive(out.with_name(f".{out.name}.lock"), lambda: RunError(busy))
 
 
 def record_order(record: dict[str, Any]) -> tuple[int, int, int]:

@@ -7,7 +7,6 @@ and it only sees files whose content the cache has not seen before.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 from collections import Counter
@@ -18,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gptforge.pipeline.atomic import exclusive
 from gptforge.pipeline.cache import EXTRACTOR_VERSION, ExtractionCache, cache_key
 from gptforge.pipeline.config import IngestConfig
 from gptforge.pipeline.discover import discover
-from gptforge.pipeline.errors import RunError, write_failure
+from gptforge.pipeline.errors import RunError
 from gptforge.pipeline.jobs import ExtractJob, lost_batch, run_batch
 from gptforge.pipeline.manifest import (
     MANIFEST_FORMAT,
@@ -135,16 +135,8 @@ def cache_for(cfg: IngestConfig) -> ExtractionCache:
 @contextmanager
 def locked(out: Path) -> Iterator[None]:
     """One ingest per output directory at a time; a killed holder releases it with its life."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fh = open(out / ".lock", "w")  # noqa: SIM115 - closed below, after the error handling
-    except OSError as exc:
-        raise write_failure(out / ".lock", exc) from exc
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise IngestError(f"another ingest is writing to {out}; wait for it to end") from exc
+    busy = f"another ingest is writing to {out}; wait for it to end"
+    with exclusive(out / ".lock", lambda: IngestError(busy)):
         for stale in [*out.glob("shards/.*.tmp"), *out.glob(".*.tmp")]:
             stale.unlink(missing_ok=True)
         yield

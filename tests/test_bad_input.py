@@ -93,6 +93,23 @@ def test_an_output_locked_by_another_ingest_is_one_line_exit_1(
     assert line == f"gptforge ingest: another ingest is writing to {out}; wait for it to end"
 
 
+def test_a_records_file_another_generation_job_writes_is_one_line_exit_1(
+    capsys, tmp_path: Path
+) -> None:
+    """Two jobs on one --out would truncate each other's journal: the second is refused
+    before Prefect starts (the model is not even looked at)."""
+    out = tmp_path / "records.jsonl"
+    with open(tmp_path / ".records.jsonl.lock", "w") as holder:  # what a running job holds
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        argv = ["generate", "--model", str(tmp_path / "none"), "--prompts", "hi", "--out", str(out)]
+        line = one_line(capsys, argv, 1)
+    assert line == (
+        f"gptforge generate: another generation job is writing {out}; wait for it to end or "
+        "give another --out"
+    )
+    assert not out.exists()
+
+
 def test_a_full_disk_while_writing_shards_names_the_shard(
     corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from gptforge.flows.generation_records import (
     Journal,
     journal_path,
     reusable_records,
     write_records,
+    writing,
 )
+from gptforge.pipeline.errors import RunError
 
 # Two prompts, one grid point: request r is prompt r; each record must carry these fields.
 IDENTITY = {0: {"prompt": "a", "model_uri": "models:/m/1", "temperature": 0.8}}
@@ -74,3 +78,14 @@ def test_the_whole_file_replaces_the_journal_in_job_order(tmp_path: Path) -> Non
     with Journal(out, keep=False):  # a new job (not a resume) starts an empty journal
         pass
     assert journal_path(out).read_text() == ""
+
+
+def test_one_job_writes_a_records_file_at_a_time(tmp_path: Path) -> None:
+    out = tmp_path / "records.jsonl"
+    with writing(out):
+        with pytest.raises(RunError, match="another generation job is writing"), writing(out):
+            pass
+        with writing(tmp_path / "other.jsonl"):  # another file is another job's
+            pass
+    with writing(out):  # released with the job
+        pass
