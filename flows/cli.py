@@ -154,10 +154,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = train_config(**settings)  # every setting checked, nothing heavy imported yet
     from gptforge.flows.train import count_budget_from, train_flow
+    from gptforge.model.checkpoint import writing
     from gptforge.model.resume import schedule_change
     from gptforge.model.train import validate
 
     checked = validate(cfg)
+    with writing(cfg.out_dir):  # another run writing there is refused before Prefect starts
+        pass
     if note := schedule_change(cfg, checked.resume_from):
         print(f"warning: {note}", file=sys.stderr)
 

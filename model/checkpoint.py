@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import shutil
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from torch import nn
 
 from gptforge.model.config import GPTConfig
 from gptforge.model.gpt import GPT
-from gptforge.pipeline.atomic import write_text_atomic
+from gptforge.pipeline.atomic import exclusive, write_text_atomic
 from gptforge.pipeline.errors import RunError, write_failure
 
 CHECKPOINTS = "checkpoints"
@@ -48,6 +49,15 @@ TRAINER_STATE_KEYS = ("step", "history", "rng")
 class CheckpointError(FileNotFoundError):
     """No checkpoint at a path, or a file of it that is missing, truncated or not what it
     should be; the message names the file."""
+
+
+def writing(out_dir: Path) -> AbstractContextManager[None]:
+    """Held while a run writes checkpoints to `out_dir` (`out_dir/.lock`). A second run there
+    (a scheduled retrain firing while the last still trains) would interleave its checkpoints
+    with the first's, prune them and move `latest` under it: it is refused at once."""
+    busy = f"another training run is writing to {out_dir}; wait for it to end or choose another "
+    busy += "out_dir"
+    return exclusive(out_dir / ".lock", lambda: RunError(busy))
 
 
 def save_checkpoint(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,8 @@ def train(
     callbacks = callbacks or Callbacks()
     setup = prepare(cfg, checked)
     try:
-        with stop_on_signals(stop or StopRequest()) as request:
+        lock = checkpoint.writing(cfg.out_dir) if setup.world.is_main else nullcontext()
+        with lock, stop_on_signals(stop or StopRequest()) as request:
             cfg = setup.cfg
             if cfg.time_budget is not None and setup.resume_from is None:
                 cfg, setup = plan_budget(cfg, setup, started)

@@ -93,6 +93,21 @@ def test_an_output_locked_by_another_ingest_is_one_line_exit_1(
     assert line == f"gptforge ingest: another ingest is writing to {out}; wait for it to end"
 
 
+def test_an_out_dir_another_training_run_writes_is_one_line_exit_1(
+    capsys, dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "w") as holder:  # what a training run holds
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        line = one_line(capsys, ["train", "--data", str(dataset), "--out", str(out)], 1)
+    assert line == (
+        f"gptforge train: another training run is writing to {out}; wait for it to end or "
+        "choose another out_dir"
+    )
+    assert list(out.iterdir()) == [out / ".lock"]
+
+
 def test_a_records_file_another_generation_job_writes_is_one_line_exit_1(
     capsys, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from gptforge.model.gpt import GPT
 from gptforge.model.optim import lr_at, make_optimizer
 from gptforge.model.train import Callbacks, train
 from gptforge.pipeline.config import ConfigError
+from gptforge.pipeline.errors import RunError
 
 
 class Recorder(Callbacks):
@@ -48,7 +50,10 @@ def test_loss_decreases_on_a_small_real_corpus(token_data: Path, tmp_path: Path)
     result = train(cfg, recorder)
     first, last = recorder.metrics[0][1], recorder.metrics[-1][1]
     assert last["train_loss"] < first["train_loss"] - 1.0
-    assert result.val_loss is not None and result.val_loss < 9.0
+    # 1.5 nats better than a uniform guess over the vocabulary (10.8). The corpus is this
+    # repository's own docs and sources, so it changes with every edit: no tighter bound.
+    uniform = math.log(MICRO.vocab_size)
+    assert result.val_loss is not None and result.val_loss < uniform - 1.5
     assert {"train_loss", "lr", "grad_norm", "tokens_per_s", "mfu"} <= set(first)
     assert {"val_loss", "val_ppl", "val_bpb"} <= set(recorder.metrics[-1][1])
     assert recorder.checkpoints == [20, 40]
@@ -170,6 +175,26 @@ def test_resume_and_reuse_mistakes_are_refused(token_data: Path, tmp_path: Path)
     with pytest.raises(ConfigError, match="tokenizer") as err:
         train(micro_config(token_data, tmp_path / "x", model=other))
     assert err.value.field == "tokenizer"
+
+
+def test_a_second_run_in_the_same_out_dir_is_refused_while_the_first_trains(
+    token_data: Path, tmp_path: Path
+) -> None:
+    """A scheduled retrain firing while the last one still trains would interleave its
+    checkpoints with the first's and move `latest` under it: it is refused, even with
+    `resume` (a checkpoint is there to continue), and the first run goes on to its end."""
+    refusals: list[str] = []
+
+    class SecondRun(Callbacks):
+        def on_checkpoint(self, step: int, path: Path) -> None:
+            with pytest.raises(RunError, match="another training run is writing") as err:
+                train(micro_config(token_data, tmp_path, resume=True, max_steps=9))
+            refusals.append(str(err.value))
+
+    first = train(micro_config(token_data, tmp_path), SecondRun())
+    assert first.steps == 6 and len(refusals) == 2  # at both of the first run's checkpoints
+    again = train(micro_config(token_data, tmp_path, resume=True, max_steps=9))  # it ended
+    assert again.steps == 9
 
 
 def test_resume_refuses_settings_that_would_draw_other_batches(
