@@ -35,9 +35,9 @@ from gptforge.model.gpt import GPT
 from gptforge.model.precision import autocast
 from gptforge.model.train import train_step
 
-CONFIGS = {
-    "a": (GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0), 12),
-    "b": (GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0), 8),
+CONFIGS = {  # the gpt2 recipe: the architecture GPT2LMHeadModel has (the default is modern)
+    "a": (GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128, recipe="gpt2"), 12),
+    "b": (GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, recipe="gpt2"), 8),
 }
 PEAK_SIZE = 2048
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
