@@ -62,7 +62,10 @@ def main() -> int:
         default=DEFAULT_DATA,
         help="bench_recipe.py's corpus (built there if missing)",
     )
+    parser.add_argument("--quick", action="store_true", help="smoke test: a 20 s budget")
     args = parser.parse_args()
+    if args.quick:
+        args.budget = 20.0
     data = corpus(args.data)
     shape = argparse.Namespace(preset="tiny", precision="fp32", eval_interval=None)
     warm_up(data, shape)

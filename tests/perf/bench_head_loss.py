@@ -55,7 +55,10 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--chunks", type=int, nargs="+", default=[19, 20, 21, 22, 23])
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 rep, one chunk")
     args = parser.parse_args()
+    if args.quick:
+        args.reps, args.chunks = 1, args.chunks[:1]
     torch.manual_seed(0)
     x = torch.randn(args.tokens, args.width).requires_grad_()
     w = (torch.randn(PADDED_VOCAB_SIZE, args.width) * args.width**-0.5).requires_grad_()

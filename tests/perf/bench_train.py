@@ -135,7 +135,10 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile our model (TrainConfig.compile)"
     )
+    parser.add_argument("--quick", action="store_true", help="smoke test: (a), 1 step, 1 rep")
     args = parser.parse_args()
+    if args.quick:
+        args.config, args.steps, args.repeats = "a", 1, 1
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     configs = ("a", "b") if args.config == "all" else (args.config,)
