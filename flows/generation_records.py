@@ -34,7 +34,7 @@ def journal_path(out: Path) -> Path:
 def writing(out: Path) -> AbstractContextManager[None]:
     """Held while a job writes `out` and its journal (a hidden `.<name>.lock` beside them)."""
     busy = f"another generation job is writing {out}; wait for it to end or give another --out"
-    return exclusive(out.with_name(f".{out.name}.lock"), lambda: RunError(busy))
+    return exclusive(out.with_name(f".{out.name}.lock"), RunError(busy))
 
 
 def record_order(record: dict[str, Any]) -> tuple[int, int, int]:

@@ -57,7 +57,7 @@ def writing(out_dir: Path) -> AbstractContextManager[None]:
     with the first's, prune them and move `latest` under it: it is refused at once."""
     busy = f"another training run is writing to {out_dir}; wait for it to end or choose another "
     busy += "out_dir"
-    return exclusive(out_dir / ".lock", lambda: RunError(busy))
+    return exclusive(out_dir / ".lock", RunError(busy))
 
 
 def save_checkpoint(

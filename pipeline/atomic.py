@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -52,8 +52,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 @contextmanager
-def exclusive(lock: Path, busy: Callable[[], RunError]) -> Iterator[None]:
-    """Hold an advisory `flock` on `lock` (made if missing) for the block, or raise `busy()`
+def exclusive(lock: Path, busy: RunError) -> Iterator[None]:
+    """Hold an advisory `flock` on `lock` (made if missing) for the block, or raise `busy`
     at once when another process holds it: a second writer is refused, not queued. The
     kernel releases the lock when its holder dies, so a killed run never leaves it held."""
     try:
@@ -65,5 +65,5 @@ def exclusive(lock: Path, busy: Callable[[], RunError]) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise busy() from exc
+            raise busy from exc
         yield

@@ -136,7 +136,7 @@ def cache_for(cfg: IngestConfig) -> ExtractionCache:
 def locked(out: Path) -> Iterator[None]:
     """One ingest per output directory at a time; a killed holder releases it with its life."""
     busy = f"another ingest is writing to {out}; wait for it to end"
-    with exclusive(out / ".lock", lambda: IngestError(busy)):
+    with exclusive(out / ".lock", IngestError(busy)):
         for stale in [*out.glob("shards/.*.tmp"), *out.glob(".*.tmp")]:
             stale.unlink(missing_ok=True)
         yield

@@ -3,7 +3,10 @@ conftest.py): the micro model's CLI spelling, checkpoint paths, the one-line CLI
 
 from __future__ import annotations
 
+import fcntl
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,3 +38,11 @@ def one_line(capsys: pytest.CaptureFixture[str], argv: list[str], code: int) -> 
     lines = err.strip().splitlines()
     assert rc == code and len(lines) == 1, err
     return lines[0]
+
+
+@contextmanager
+def held_lock(path: Path) -> Iterator[None]:
+    """Hold `path`'s `flock` as a running ingest, training run or generation job does."""
+    with open(path, "w") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield

@@ -6,14 +6,13 @@ in-process and is refused before Prefect or MLflow start."""
 from __future__ import annotations
 
 import builtins
-import fcntl
 import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
-from bad_input_helpers import MICRO, copy_of, latest, one_line
+from bad_input_helpers import MICRO, copy_of, held_lock, latest, one_line
 
 from gptforge.pipeline import shards
 from gptforge.pipeline.config import IngestConfig
@@ -87,8 +86,7 @@ def test_an_output_locked_by_another_ingest_is_one_line_exit_1(
 ) -> None:
     out = tmp_path / "data"
     out.mkdir()
-    with open(out / ".lock", "w") as holder:  # what a running ingest holds
-        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with held_lock(out / ".lock"):  # what a running ingest holds
         line = one_line(capsys, ["ingest", str(corpus), "--out", str(out)], 1)
     assert line == f"gptforge ingest: another ingest is writing to {out}; wait for it to end"
 
@@ -98,8 +96,7 @@ def test_an_out_dir_another_training_run_writes_is_one_line_exit_1(
 ) -> None:
     out = tmp_path / "run"
     out.mkdir()
-    with open(out / ".lock", "w") as holder:  # what a training run holds
-        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with held_lock(out / ".lock"):  # what a training run holds
         line = one_line(capsys, ["train", "--data", str(dataset), "--out", str(out)], 1)
     assert line == (
         f"gptforge train: another training run is writing to {out}; wait for it to end or "
@@ -114,8 +111,7 @@ def test_a_records_file_another_generation_job_writes_is_one_line_exit_1(
     """Two jobs on one --out would truncate each other's journal: the second is refused
     before Prefect starts (the model is not even looked at)."""
     out = tmp_path / "records.jsonl"
-    with open(tmp_path / ".records.jsonl.lock", "w") as holder:  # what a running job holds
-        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with held_lock(tmp_path / ".records.jsonl.lock"):  # what a running job holds
         argv = ["generate", "--model", str(tmp_path / "none"), "--prompts", "hi", "--out", str(out)]
         line = one_line(capsys, argv, 1)
     assert line == (
